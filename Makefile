@@ -1,0 +1,35 @@
+# make demo: serve examples/flask_app behind nginx on http://127.0.0.1:8080/
+# make test: install what is missing and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit deps venv bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	bash scripts/install-system-deps.sh
+
+demo: venv
+	bash scripts/install-system-deps.sh --demo
+	$(PY) scripts/demo.py
+
+test: deps venv
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,99 @@
+"""Test app: shows what the app received, and misbehaves on request.
+
+GET/POST any path     JSON: the environ's str entries, body length and sha256
+/raise                exception before start_response
+/raise-after          exception after the first body chunk
+/stream?n=N&size=S    N chunks of S bytes from a generator
+/status/NNN           that status, empty body
+/cookies              three Set-Cookie headers
+/bad-header           a header value with a newline in it
+/sleep?s=S            sleeps S seconds, then answers "slept"
+/exit                 os._exit(1) in the request (kills the process)
+/write                uses the write() callable
+/stderr               writes a line to wsgi.errors
+"""
+
+import hashlib
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+
+def _query(environ, name, default):
+    return parse_qs(environ.get("QUERY_STRING", "")).get(name, [default])[0]
+
+
+def _read_body(environ):
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        remaining = int(length)
+        parts = []
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 65536))
+            if not chunk:
+                break
+            parts.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
+    return stream.read()
+
+
+def _json(start_response, data, status="200 OK"):
+    body = json.dumps(data, sort_keys=True).encode("utf-8")
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/raise":
+        raise RuntimeError("boom before headers (secret-token-123)")
+    if path == "/raise-after":
+        def body():
+            yield b"first chunk\n"
+            raise RuntimeError("boom after headers")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body()
+    if path == "/stream":
+        n, size = int(_query(environ, "n", "10")), int(_query(environ, "size", "1024"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(n * size))])
+        chunk = b"x" * size
+        return (chunk for _ in range(n))
+    if path.startswith("/status/"):
+        start_response(path[8:] + " Whatever", [])
+        return []
+    if path == "/cookies":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Set-Cookie", "a=1; Path=/"),
+                                  ("Set-Cookie", "b=2; Path=/"), ("Set-Cookie", "c=3; HttpOnly")])
+        return [b"cookies"]
+    if path == "/bad-header":
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+        return [b"should not be sent"]
+    if path == "/sleep":
+        time.sleep(float(_query(environ, "s", "1")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/exit":
+        os._exit(1)
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"and returned"]
+    if path == "/stderr":
+        environ["wsgi.errors"].write("a line for the error log\n")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    body = _read_body(environ)
+    shown = {k: v for k, v in environ.items() if isinstance(v, str)}
+    shown["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
+    return _json(start_response, {"environ": shown, "body_length": len(body),
+                                   "body_sha256": hashlib.sha256(body).hexdigest(),
+                                   "multithread": environ["wsgi.multithread"],
+                                   "multiprocess": environ["wsgi.multiprocess"],
+                                   "pid": os.getpid()})
+
+
+application = app

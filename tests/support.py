@@ -1,0 +1,202 @@
+"""Test helpers: start real processes (wsgi_fcgi, nginx, ...) on loopback,
+wait for them, and stop them by PID.  Every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+PYTHON = sys.executable
+NGINX_PARAMS = Path("/etc/nginx/fastcgi_params")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05,
+             what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def can_connect(address: str) -> bool:
+    """address: HOST:PORT or unix:PATH"""
+    try:
+        if address.startswith("unix:"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1)
+                sock.connect(address[5:])
+        else:
+            host, _, port = address.rpartition(":")
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+                pass
+        return True
+    except OSError:
+        return False
+
+
+class Process:
+    """A child process in its own session, its output in a log file."""
+
+    def __init__(self, cmd: Sequence[str], log_path: Path, *, cwd: Optional[Path] = None,
+                 env: Optional[dict] = None, stdin=subprocess.DEVNULL, pass_fds=()) -> None:
+        self.cmd = [str(c) for c in cmd]
+        self.log_path = Path(log_path)
+        self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdin=stdin, stdout=self._log_file,
+                                     stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        """Signal the process, wait, then kill its whole process group."""
+        code = self.proc.poll()
+        if code is None:
+            try:
+                os.kill(self.pid, sig)
+                code = self.proc.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if code is None:
+            try:
+                code = self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._log_file.close()
+        return code
+
+
+def project_env(extra: Optional[dict] = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(APPS), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("FCGI_WEB_SERVER_ADDRS", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class WsgiFcgi(Process):
+    """`python -m wsgi_fcgi ... APP`, listening on `address` (a free port by default)."""
+
+    def __init__(self, app: str, tmp: Path, *args: str, address: Optional[str] = None,
+                 cwd: Optional[Path] = None, env: Optional[dict] = None, wait: bool = True,
+                 log_name: str = "wsgi_fcgi.log", **popen) -> None:
+        self.address = address or "127.0.0.1:%d" % free_port()
+        cmd = [PYTHON, "-m", "wsgi_fcgi", "--bind", self.address, *args, app]
+        super().__init__(cmd, Path(tmp) / log_name, cwd=cwd or APPS, env=project_env(env), **popen)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("wsgi_fcgi exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            return can_connect(self.address)
+        wait_for(ready, timeout, what="wsgi_fcgi on %s" % self.address)
+
+
+NGINX_TEMPLATE = """
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    fastcgi_temp_path {tmp}/fastcgi_temp;
+    proxy_temp_path {tmp}/proxy_temp;
+    uwsgi_temp_path {tmp}/uwsgi_temp;
+    scgi_temp_path {tmp}/scgi_temp;
+    client_max_body_size 200m;
+    {http}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        {server}
+    }}
+}}
+"""
+
+
+class Nginx(Process):
+    """A real nginx with `server_conf` inside its server block, on a free port.
+
+    `{params}` in the config text is replaced by the path of Debian's stock
+    fastcgi_params; `{tmp}` by the temp directory.
+    """
+
+    def __init__(self, tmp: Path, server_conf: str, http_conf: str = "", port: Optional[int] = None) -> None:
+        self.tmp = Path(tmp) / "nginx"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        values = {"params": str(NGINX_PARAMS), "tmp": str(self.tmp)}
+        conf = NGINX_TEMPLATE.format(
+            tmp=self.tmp, port=self.port, user="user root;" if os.geteuid() == 0 else "",
+            server=server_conf.replace("{params}", values["params"]).replace("{tmp}", values["tmp"]),
+            http=http_conf.replace("{params}", values["params"]).replace("{tmp}", values["tmp"]))
+        self.conf_path = self.tmp / "nginx.conf"
+        self.conf_path.write_text(conf)
+        super().__init__(["/usr/sbin/nginx", "-c", self.conf_path, "-p", self.tmp, "-e",
+                          self.tmp / "nginx-error.log"], self.tmp / "nginx-stdout.log")
+        wait_for(lambda: self.proc.poll() is not None or can_connect("127.0.0.1:%d" % self.port),
+                 15, what="nginx")
+        if self.proc.poll() is not None:
+            raise RuntimeError("nginx exited:\n%s\n%s" % (self.log(), self.error_log()))
+
+    def error_log(self) -> str:
+        try:
+            return (self.tmp / "nginx-error.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGQUIT, timeout: float = 10.0):
+        return super().stop(sig, timeout)
+
+
+def fastcgi_location(upstream: str, *, location: str = "/", extra: str = "") -> str:
+    """A location block passing to `upstream` with the stock fastcgi_params."""
+    return """
+        location %s {
+            include {params};
+            fastcgi_pass %s;
+            %s
+        }
+    """ % (location, upstream, extra)

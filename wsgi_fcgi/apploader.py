@@ -1,0 +1,67 @@
+"""Find the WSGI callable named on the command line, as gunicorn reads it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from typing import Callable
+
+
+class AppImportError(Exception):
+    """The app named on the command line cannot be loaded: one clear line."""
+
+
+def load_app(spec: str) -> Callable:
+    """`pkg.mod:app`, `pkg.mod` (`application`, then `app`), `pkg.mod:create_app()`
+    or `pkg.mod:create_app('arg', key=1)` (a factory called with literal arguments)."""
+    module_name, _, expression = spec.partition(":")
+    if not module_name:
+        raise AppImportError("%r: write the app as MODULE:NAME" % spec)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if getattr(exc, "name", None) and module_name.startswith(exc.name):
+            raise AppImportError("cannot import module %r: %s" % (module_name, exc)) from exc
+        raise
+    if not expression:
+        for name in ("application", "app"):
+            if hasattr(module, name):
+                return _check(getattr(module, name), spec)
+        raise AppImportError("module %r has no 'application' or 'app'" % module_name)
+    return _check(_evaluate(module, expression.strip(), spec), spec)
+
+
+def _evaluate(module, expression: str, spec: str):
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise AppImportError("%r: cannot parse %r as a name or a call" % (spec, expression)) from None
+    if isinstance(node, ast.Name):
+        return _attribute(module, node.id, spec)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        factory = _attribute(module, node.func.id, spec)
+        try:
+            args = [ast.literal_eval(arg) for arg in node.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+        except ValueError:
+            raise AppImportError("%r: factory arguments must be literals" % spec) from None
+        return factory(*args, **kwargs)
+    raise AppImportError("%r: expected a name or a factory call after ':'" % spec)
+
+
+def _attribute(module, name: str, spec: str):
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise AppImportError("%r: module %r has no attribute %r"
+                             % (spec, module.__name__, name)) from None
+
+
+def _check(app, spec: str) -> Callable:
+    if not callable(app):
+        raise AppImportError("%r is not callable (got %s)" % (spec, type(app).__name__))
+    return app

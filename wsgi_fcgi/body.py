@@ -1,0 +1,173 @@
+"""`wsgi.input`: the request body, fed by the I/O loop, read by the app.
+
+The I/O loop appends FCGI_STDIN chunks as they arrive (it never waits for the
+app); the app's thread reads, blocking until enough has arrived.  Bodies are
+kept in memory up to `spool_size` unread bytes, then move to an anonymous
+temporary file, so an upload does not grow memory with its size and an app
+that never reads its body does not stall the other requests on the connection.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from typing import Iterator, Optional
+
+#: Unread bytes kept in memory before the body moves to a temporary file.
+DEFAULT_SPOOL_SIZE = 1 << 20
+_READLINE_CHUNK = 8192
+
+
+class ClientDisconnected(OSError):
+    """The request was aborted or its connection lost while the app read its body."""
+
+
+class RequestBody:
+    """A file-like, read-only, streaming request body (PEP 3333 `wsgi.input`).
+
+    `read()` with no size (or -1) reads to the end of FCGI_STDIN, so bodies
+    without CONTENT_LENGTH (chunked uploads with nginx's
+    `fastcgi_request_buffering off`) are read whole.
+    """
+
+    def __init__(self, spool_size: int = DEFAULT_SPOOL_SIZE, spool_dir: Optional[str] = None) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._memory = bytearray()
+        self._file = None  # after spooling: the temporary file
+        self._file_read = 0
+        self._file_written = 0
+        self._eof = False
+        self._error: Optional[BaseException] = None
+        self._spool_size = spool_size
+        self._spool_dir = spool_dir
+        self.received = 0
+
+    # -- feeding side (I/O loop) ------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            if self._eof or self._error is not None:
+                return
+            self.received += len(data)
+            if self._file is not None:
+                self._file_written += os.pwrite(self._file.fileno(), data, self._file_written)
+            else:
+                self._memory += data
+                if len(self._memory) > self._spool_size:
+                    self._spool()
+            self._cond.notify_all()
+
+    def feed_eof(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Make readers raise `error` (abort, lost connection, body too large)."""
+        with self._cond:
+            if self._error is None and not self._eof:
+                self._error = error
+            self._cond.notify_all()
+
+    def _spool(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="wsgi-fcgi-body-", dir=self._spool_dir)
+        self._file_written = os.pwrite(self._file.fileno(), self._memory, 0)
+        self._memory = bytearray()
+
+    @property
+    def spooled(self) -> bool:
+        return self._file is not None
+
+    # -- reading side (app thread) ----------------------------------------
+
+    def _available(self) -> int:
+        if self._file is not None:
+            return self._file_written - self._file_read
+        return len(self._memory)
+
+    def _wait_for(self, size: int) -> None:
+        """Wait until `size` bytes are buffered (size < 0: all of it) or the end."""
+        while not self._eof and (size < 0 or self._available() < size):
+            if self._error is not None:
+                raise self._error
+            self._cond.wait()
+
+    def _take(self, size: int) -> bytes:
+        available = self._available()
+        if size < 0 or size > available:
+            size = available
+        if self._file is not None:
+            data = os.pread(self._file.fileno(), size, self._file_read)
+            self._file_read += len(data)
+            return data
+        data = bytes(self._memory[:size])
+        del self._memory[:size]
+        return data
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if size is None:
+            size = -1
+        with self._cond:
+            self._wait_for(size)
+            return self._take(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        """Whatever is buffered, waiting only when nothing is."""
+        with self._cond:
+            self._wait_for(1)
+            return self._take(size)
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        if size is None:
+            size = -1
+        parts = []
+        wanted = size
+        with self._cond:
+            while wanted != 0:
+                self._wait_for(1)
+                chunk = self._peek(_READLINE_CHUNK if wanted < 0 else min(wanted, _READLINE_CHUNK))
+                if not chunk:
+                    break
+                newline = chunk.find(b"\n")
+                take = len(chunk) if newline < 0 else newline + 1
+                parts.append(self._take(take))
+                if newline >= 0:
+                    break
+                if wanted > 0:
+                    wanted -= take
+        return b"".join(parts)
+
+    def _peek(self, size: int) -> bytes:
+        if self._file is not None:
+            return os.pread(self._file.fileno(), size, self._file_read)
+        return bytes(self._memory[:size])
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._memory = bytearray()
+            self._eof = True
+            self._cond.notify_all()

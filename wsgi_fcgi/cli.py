@@ -1,0 +1,153 @@
+"""`python -m wsgi_fcgi [OPTIONS] MODULE:APP` (see CONTRACT.md for the options)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from typing import NoReturn, Optional
+
+from . import __version__
+from .apploader import AppImportError, load_app
+from .listeners import ConfigError
+
+log = logging.getLogger("wsgi_fcgi")
+
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an octal mode like 0660" % text) from None
+
+
+def _size(text: str) -> int:
+    """Bytes, with an optional K, M or G suffix (powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, factor = text.strip().lower(), 1
+    if number[-1:] in units:
+        number, factor = number[:-1], units[number[-1]]
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a size like 1048576, 512K or 10M" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a size cannot be negative")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsgi-fcgi", description="Serve a WSGI application over FastCGI.")
+    parser.add_argument("app", metavar="MODULE:APP",
+                        help="the WSGI app: pkg.mod:app, pkg.mod, or pkg.mod:create_app()")
+    parser.add_argument("-b", "--bind", action="append", metavar="ADDR",
+                        help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
+                             "(default 127.0.0.1:9000, or the listening socket on fd 0)")
+    parser.add_argument("-w", "--workers", type=_positive, default=1, help="worker processes (default 1)")
+    parser.add_argument("--threads", type=_positive, default=8, help="request threads per worker (default 8)")
+    parser.add_argument("--script-name", default="", metavar="PREFIX",
+                        help="where the app is mounted, e.g. /app (default: the root)")
+    parser.add_argument("--backlog", type=_positive, default=1024, help="listen backlog (default 1024)")
+    parser.add_argument("--socket-mode", type=_octal, default=0o660, metavar="MODE",
+                        help="permissions of a unix socket, octal (default 0660)")
+    parser.add_argument("--allowed-servers", metavar="IP,...",
+                        help="peers allowed over TCP (default: env FCGI_WEB_SERVER_ADDRS, else any)")
+    parser.add_argument("--max-body-size", type=_size, default=0, metavar="BYTES",
+                        help="refuse larger request bodies with 413 (default 0: no limit)")
+    parser.add_argument("--max-params-size", type=_size, default=1 << 20, metavar="BYTES",
+                        help="refuse larger FCGI_PARAMS with 431 (default 1M)")
+    parser.add_argument("--max-connections", type=_positive, default=1024,
+                        help="open connections per worker; more wait in the backlog (default 1024)")
+    parser.add_argument("--max-queue", type=_positive, default=256,
+                        help="requests waiting for a thread before 503 (default 256)")
+    parser.add_argument("--keep-alive", type=float, default=75.0, metavar="S",
+                        help="close connections idle this long (default 75, above nginx's 60)")
+    parser.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
+                        help="drop a peer stalled inside a record this long (default 30)")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
+                        help="how long stopping may wait for running requests (default 30)")
+    parser.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error", "critical"])
+    parser.add_argument("--error-log", default="-", metavar="FILE", help="error log file, - for stderr")
+    parser.add_argument("--version", action="version", version="wsgi-fcgi " + __version__)
+    return parser
+
+
+def configure_logging(level: str, error_log: str) -> None:
+    handler = (logging.StreamHandler(sys.stderr) if error_log == "-"
+               else logging.handlers.WatchedFileHandler(error_log))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+
+
+def server_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of `Server` from the command line."""
+    return dict(
+        threads=args.threads, script_name=args.script_name, backlog=args.backlog,
+        socket_mode=args.socket_mode, allowed_servers=args.allowed_servers,
+        max_body_size=args.max_body_size, max_params_size=args.max_params_size,
+        max_connections=args.max_connections, max_queue=args.max_queue,
+        keepalive_timeout=args.keep_alive, read_timeout=args.read_timeout,
+        graceful_timeout=args.graceful_timeout, multiprocess=args.workers > 1,
+    )
+
+
+def fail(message: str, debug: bool) -> NoReturn:
+    if debug:
+        log.exception(message)
+    sys.stderr.write("wsgi-fcgi: error: %s\n" % message)
+    sys.exit(1)
+
+
+def load(args: argparse.Namespace):
+    debug = args.log_level == "debug"
+    try:
+        return load_app(args.app)
+    except AppImportError as exc:
+        fail(str(exc), debug)
+    except Exception as exc:
+        fail("cannot load app %r: %s: %s" % (args.app, type(exc).__name__, exc), debug)
+
+
+def main(argv: Optional[list] = None) -> None:
+    args = build_parser().parse_args(argv)
+    debug = args.log_level == "debug"
+    try:
+        configure_logging(args.log_level, args.error_log)
+    except OSError as exc:
+        fail("cannot open --error-log %s: %s" % (args.error_log, exc.strerror), debug)
+    if args.chdir:
+        try:
+            os.chdir(args.chdir)
+        except OSError as exc:
+            fail("--chdir %s: %s" % (args.chdir, exc.strerror), debug)
+    sys.path.insert(0, os.getcwd())
+    app = load(args)
+    from .server import Server
+    try:
+        server = Server(app, bind=args.bind, **server_options(args))
+    except ConfigError as exc:
+        fail(str(exc), debug)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown(graceful=True))
+    signal.signal(signal.SIGINT, lambda *_: server.shutdown(graceful=False))
+    signal.signal(signal.SIGQUIT, lambda *_: server.shutdown(graceful=False))
+    server.serve_forever()

@@ -1,0 +1,215 @@
+"""The server side of one FastCGI connection as a state machine, sans-IO.
+
+`ServerConnection.receive_data()` takes bytes from the web server and returns
+events: a request whose FCGI_PARAMS are complete, its FCGI_STDIN / FCGI_DATA
+chunks, aborts, and `Reply` bytes that the connection itself answers
+(FCGI_GET_VALUES_RESULT, FCGI_UNKNOWN_TYPE, and the FCGI_END_REQUEST of a
+request refused before it started).  The I/O layer runs the requests and calls
+`finish_request()` once it has sent a request's FCGI_END_REQUEST, which frees
+the request id for reuse (spec 3.3: ids are live from BEGIN to END).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+from . import protocol as p
+
+
+class RequestStarted(NamedTuple):
+    """FCGI_BEGIN_REQUEST and the complete FCGI_PARAMS stream have arrived."""
+    request_id: int
+    role: int
+    keep_conn: bool
+    params: list  # [(name bytes, value bytes)] in the order sent
+
+
+class StdinReceived(NamedTuple):
+    """A chunk of FCGI_STDIN; `data == b""` is the end of the stream."""
+    request_id: int
+    data: bytes
+
+
+class FilterDataReceived(NamedTuple):
+    """A chunk of FCGI_DATA (FILTER role); `data == b""` is the end of the stream."""
+    request_id: int
+    data: bytes
+
+
+class RequestAborted(NamedTuple):
+    """FCGI_ABORT_REQUEST for a request that is running (spec 5.4)."""
+    request_id: int
+
+
+class ParamsTooLarge(NamedTuple):
+    """The FCGI_PARAMS of a request grew past `max_params_size`."""
+    request_id: int
+    size: int
+
+
+class Reply(NamedTuple):
+    """Bytes the connection answers by itself; send them as they are."""
+    data: bytes
+
+
+class Ignored(NamedTuple):
+    """A record the spec lets us drop (inactive request id, server-only type)."""
+    record: p.Record
+    reason: str
+
+
+Event = Union[RequestStarted, StdinReceived, FilterDataReceived, RequestAborted,
+              ParamsTooLarge, Reply, Ignored]
+
+# Per-request input states.
+_PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
+
+
+class _RequestState:
+    __slots__ = ("role", "keep_conn", "state", "params", "params_size")
+
+    def __init__(self, role: int, keep_conn: bool) -> None:
+        self.role = role
+        self.keep_conn = keep_conn
+        self.state = _PARAMS
+        self.params: list[bytes] = []
+        self.params_size = 0
+
+
+class ServerConnection:
+    """Protocol state of one transport connection, seen from the application.
+
+    `values` answers FCGI_GET_VALUES; `max_requests` bounds the live request
+    ids of this connection (more get FCGI_END_REQUEST with FCGI_OVERLOADED);
+    `max_params_size` bounds the FCGI_PARAMS bytes buffered for one request.
+    """
+
+    def __init__(self, *, values: Optional[dict[bytes, bytes]] = None,
+                 max_requests: int = 100, max_params_size: int = 1 << 20) -> None:
+        self._parser = p.RecordParser()
+        self._requests: dict[int, _RequestState] = {}
+        self.values = values if values is not None else {p.MPXS_CONNS: b"1"}
+        self.max_requests = max_requests
+        self.max_params_size = max_params_size
+
+    @property
+    def live_requests(self) -> int:
+        return len(self._requests)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._parser.pending_bytes
+
+    def is_live(self, request_id: int) -> bool:
+        return request_id in self._requests
+
+    def finish_request(self, request_id: int) -> None:
+        """The request's FCGI_END_REQUEST is sent (or about to be): its id is free."""
+        self._requests.pop(request_id, None)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        for record in self._parser.feed(data):
+            if record.request_id == p.NULL_REQUEST_ID:
+                events.append(self._management(record))
+            else:
+                self._application(record, events)
+        return events
+
+    # -- management records (spec 4) --------------------------------------
+
+    def _management(self, record: p.Record) -> Event:
+        if record.type == p.GET_VALUES:
+            asked = p.decode_pairs(record.content)
+            # Spec 4.1: answer only the names we know, omit the others.
+            answer = [(name, self.values[name]) for name, _ in asked if name in self.values]
+            return Reply(p.encode_get_values_result(answer))
+        return Reply(p.encode_unknown_type(record.type))
+
+    # -- application records (spec 5) -------------------------------------
+
+    def _application(self, record: p.Record, events: list) -> None:
+        rtype = record.type
+        request_id = record.request_id
+        request = self._requests.get(request_id)
+        if rtype == p.BEGIN_REQUEST:
+            self._begin(request_id, request, record.content, events)
+        elif request is None:
+            events.append(Ignored(record, "request id %d is not active" % request_id))
+        elif rtype == p.PARAMS:
+            self._params(request_id, request, record.content, events)
+        elif rtype == p.STDIN:
+            self._stdin(request_id, request, record.content, events)
+        elif rtype == p.DATA:
+            self._data(request_id, request, record.content, events)
+        elif rtype == p.ABORT_REQUEST:
+            self._abort(request_id, request, events)
+        else:
+            events.append(Ignored(record, "a web server does not send %s"
+                                  % p.RECORD_TYPE_NAMES.get(rtype, "record type %d" % rtype)))
+
+    def _begin(self, request_id: int, request: Optional[_RequestState],
+               content: bytes, events: list) -> None:
+        if request is not None:
+            raise p.ProtocolError("FCGI_BEGIN_REQUEST for request id %d, which is still active"
+                                  % request_id)
+        begin = p.decode_begin_request(content)
+        if begin.role not in p.ROLE_NAMES:
+            events.append(Reply(p.encode_end_request(request_id, 0, p.UNKNOWN_ROLE)))
+        elif len(self._requests) >= self.max_requests:
+            events.append(Reply(p.encode_end_request(request_id, 0, p.OVERLOADED)))
+        else:
+            self._requests[request_id] = _RequestState(begin.role, begin.keep_conn)
+
+    def _params(self, request_id: int, request: _RequestState, content: bytes,
+                events: list) -> None:
+        if request.state == _REFUSED:
+            return
+        if request.state != _PARAMS:
+            raise p.ProtocolError("FCGI_PARAMS for request id %d after its params ended"
+                                  % request_id)
+        if content:
+            request.params_size += len(content)
+            if request.params_size > self.max_params_size:
+                request.state = _REFUSED
+                request.params = []
+                events.append(ParamsTooLarge(request_id, request.params_size))
+            else:
+                request.params.append(content)
+            return
+        params = p.decode_pairs(b"".join(request.params))
+        request.params = []
+        request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
+        events.append(RequestStarted(request_id, request.role, request.keep_conn, params))
+
+    def _stdin(self, request_id: int, request: _RequestState, content: bytes,
+               events: list) -> None:
+        if request.state == _STDIN:
+            events.append(StdinReceived(request_id, content))
+            if not content:
+                request.state = _DATA if request.role == p.FILTER else _INPUT_DONE
+        elif request.state == _PARAMS:
+            raise p.ProtocolError("FCGI_STDIN for request id %d before its params ended"
+                                  % request_id)
+        elif request.role == p.AUTHORIZER and request.state == _INPUT_DONE and not content:
+            pass  # an authorizer gets no body (spec 6.3), some servers close STDIN anyway
+        elif request.state != _REFUSED:
+            raise p.ProtocolError("FCGI_STDIN for request id %d after its end" % request_id)
+
+    def _data(self, request_id: int, request: _RequestState, content: bytes,
+              events: list) -> None:
+        if request.role != p.FILTER or request.state != _DATA:
+            if request.state == _REFUSED:
+                return
+            raise p.ProtocolError("unexpected FCGI_DATA for request id %d" % request_id)
+        events.append(FilterDataReceived(request_id, content))
+        if not content:
+            request.state = _INPUT_DONE
+
+    def _abort(self, request_id: int, request: _RequestState, events: list) -> None:
+        if request.state in (_PARAMS, _REFUSED):
+            # Not started yet: nothing to stop, end it here (spec 5.4).
+            del self._requests[request_id]
+            events.append(Reply(p.encode_end_request(request_id)))
+        else:
+            events.append(RequestAborted(request_id))

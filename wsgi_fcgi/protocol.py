@@ -1,0 +1,256 @@
+"""FastCGI 1.0 wire format, sans-IO: records, name-value pairs, encoders.
+
+Nothing here touches a socket.  `RecordParser` is fed arbitrary byte chunks
+and returns whole records; the `encode_*` functions build the bytes of every
+record a server (or a client) sends.  Section numbers refer to the FastCGI
+specification 1.0 (Open Market, 1996).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, NamedTuple
+
+VERSION_1 = 1
+HEADER_LEN = 8
+#: contentLength is a 16-bit field (spec 3.3).
+MAX_CONTENT_LEN = 0xFFFF
+#: Management records use request id 0 (spec 3.3).
+NULL_REQUEST_ID = 0
+
+# Record types (spec 8).
+BEGIN_REQUEST = 1
+ABORT_REQUEST = 2
+END_REQUEST = 3
+PARAMS = 4
+STDIN = 5
+STDOUT = 6
+STDERR = 7
+DATA = 8
+GET_VALUES = 9
+GET_VALUES_RESULT = 10
+UNKNOWN_TYPE = 11
+
+RECORD_TYPE_NAMES = {
+    BEGIN_REQUEST: "FCGI_BEGIN_REQUEST",
+    ABORT_REQUEST: "FCGI_ABORT_REQUEST",
+    END_REQUEST: "FCGI_END_REQUEST",
+    PARAMS: "FCGI_PARAMS",
+    STDIN: "FCGI_STDIN",
+    STDOUT: "FCGI_STDOUT",
+    STDERR: "FCGI_STDERR",
+    DATA: "FCGI_DATA",
+    GET_VALUES: "FCGI_GET_VALUES",
+    GET_VALUES_RESULT: "FCGI_GET_VALUES_RESULT",
+    UNKNOWN_TYPE: "FCGI_UNKNOWN_TYPE",
+}
+
+# Roles (spec 5.1, 6).
+RESPONDER = 1
+AUTHORIZER = 2
+FILTER = 3
+ROLE_NAMES = {RESPONDER: "RESPONDER", AUTHORIZER: "AUTHORIZER", FILTER: "FILTER"}
+
+#: flags bit of FCGI_BeginRequestBody (spec 5.1).
+KEEP_CONN = 1
+
+# protocolStatus of FCGI_EndRequestBody (spec 5.5).
+REQUEST_COMPLETE = 0
+CANT_MPX_CONN = 1
+OVERLOADED = 2
+UNKNOWN_ROLE = 3
+
+# Variables of FCGI_GET_VALUES (spec 4.1).
+MAX_CONNS = b"FCGI_MAX_CONNS"
+MAX_REQS = b"FCGI_MAX_REQS"
+MPXS_CONNS = b"FCGI_MPXS_CONNS"
+
+_HEADER = struct.Struct("!BBHHBx")
+_BEGIN_BODY = struct.Struct("!HB5x")
+_END_BODY = struct.Struct("!LB3x")
+_UNKNOWN_TYPE_BODY = struct.Struct("!B7x")
+_LEN4 = struct.Struct("!L")
+_PADDING = [b"\0" * n for n in range(8)]
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not valid FastCGI 1.0."""
+
+
+class Record(NamedTuple):
+    type: int
+    request_id: int
+    content: bytes
+
+    def __repr__(self) -> str:
+        name = RECORD_TYPE_NAMES.get(self.type, "type %d" % self.type)
+        return "Record(%s, id=%d, %d bytes)" % (name, self.request_id, len(self.content))
+
+
+class BeginRequest(NamedTuple):
+    role: int
+    flags: int
+
+    @property
+    def keep_conn(self) -> bool:
+        return bool(self.flags & KEEP_CONN)
+
+
+class EndRequest(NamedTuple):
+    app_status: int
+    protocol_status: int
+
+
+class RecordParser:
+    """Incremental record parser: `feed()` any chunk, get the whole records.
+
+    A record may arrive split at any byte; the parser keeps the partial tail
+    until the rest comes.  The first invalid header raises ProtocolError and
+    the stream cannot be resumed (records have no resynchronisation marker).
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete record waiting for the rest."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Record]:
+        if type(data) is not bytes:
+            data = bytes(data)
+        buffer = self._buffer + data if self._buffer else data
+        records = []
+        offset = 0
+        size = len(buffer)
+        unpack = _HEADER.unpack_from
+        while size - offset >= HEADER_LEN:
+            version, rtype, request_id, content_len, padding_len = unpack(buffer, offset)
+            if version != VERSION_1:
+                raise ProtocolError("unsupported FastCGI version %d (record header %r)"
+                                    % (version, bytes(buffer[offset:offset + HEADER_LEN])))
+            start = offset + HEADER_LEN
+            end = start + content_len
+            if end + padding_len > size:
+                break
+            records.append(Record(rtype, request_id, buffer[start:end]))
+            offset = end + padding_len
+        self._buffer = buffer[offset:] if offset < size else b""
+        return records
+
+
+def decode_begin_request(content: bytes) -> BeginRequest:
+    if len(content) != _BEGIN_BODY.size:
+        raise ProtocolError("FCGI_BEGIN_REQUEST body is %d bytes, not 8" % len(content))
+    return BeginRequest(*_BEGIN_BODY.unpack(content))
+
+
+def decode_end_request(content: bytes) -> EndRequest:
+    if len(content) != _END_BODY.size:
+        raise ProtocolError("FCGI_END_REQUEST body is %d bytes, not 8" % len(content))
+    return EndRequest(*_END_BODY.unpack(content))
+
+
+def decode_unknown_type(content: bytes) -> int:
+    if len(content) != _UNKNOWN_TYPE_BODY.size:
+        raise ProtocolError("FCGI_UNKNOWN_TYPE body is %d bytes, not 8" % len(content))
+    return content[0]
+
+
+def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Name-value pairs (spec 3.4): lengths of 1 byte, or 4 with the top bit set."""
+    pairs = []
+    offset = 0
+    size = len(data)
+    unpack_len4 = _LEN4.unpack_from
+    try:
+        while offset < size:
+            name_len = data[offset]
+            if name_len & 0x80:
+                name_len = unpack_len4(data, offset)[0] & 0x7FFFFFFF
+                offset += 4
+            else:
+                offset += 1
+            value_len = data[offset]
+            if value_len & 0x80:
+                value_len = unpack_len4(data, offset)[0] & 0x7FFFFFFF
+                offset += 4
+            else:
+                offset += 1
+            name_end = offset + name_len
+            value_end = name_end + value_len
+            if value_end > size:
+                raise ProtocolError("name-value pair runs past the end of the data "
+                                    "(name %d + value %d bytes, %d left)"
+                                    % (name_len, value_len, size - offset))
+            pairs.append((data[offset:name_end], data[name_end:value_end]))
+            offset = value_end
+    except (IndexError, struct.error):
+        raise ProtocolError("name-value pair length truncated at byte %d of %d"
+                            % (offset, size)) from None
+    return pairs
+
+
+def _encode_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    if n > 0x7FFFFFFF:
+        raise ValueError("name-value length %d does not fit in 31 bits" % n)
+    return _LEN4.pack(n | 0x80000000)
+
+
+def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(_encode_length(len(name)) + _encode_length(len(value)) + name + value
+                    for name, value in pairs)
+
+
+def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:
+    """One record, padded to a multiple of 8 bytes as the spec recommends (3.3)."""
+    length = len(content)
+    if length > MAX_CONTENT_LEN:
+        raise ValueError("record content of %d bytes exceeds 65535" % length)
+    padding = -length & 7
+    return _HEADER.pack(VERSION_1, rtype, request_id, length, padding) + content + _PADDING[padding]
+
+
+def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
+    """Stream data (STDOUT, STDERR, STDIN, DATA, PARAMS) as records of <= 65535 bytes.
+
+    Empty data gives nothing: the empty record that closes a stream is
+    `encode_record(rtype, request_id)`.
+    """
+    if len(data) <= MAX_CONTENT_LEN:
+        return encode_record(rtype, request_id, data) if data else b""
+    view = memoryview(data)
+    return b"".join(encode_record(rtype, request_id, bytes(view[i:i + MAX_CONTENT_LEN]))
+                    for i in range(0, len(data), MAX_CONTENT_LEN))
+
+
+def encode_begin_request(request_id: int, role: int = RESPONDER, flags: int = 0) -> bytes:
+    return encode_record(BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+
+
+def encode_end_request(request_id: int, app_status: int = 0,
+                       protocol_status: int = REQUEST_COMPLETE) -> bytes:
+    return encode_record(END_REQUEST, request_id,
+                         _END_BODY.pack(app_status & 0xFFFFFFFF, protocol_status))
+
+
+def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A whole FCGI_PARAMS stream, closed by its empty record."""
+    return encode_stream(PARAMS, request_id, encode_pairs(pairs)) + encode_record(PARAMS, request_id)
+
+
+def encode_get_values(names: Iterable[bytes]) -> bytes:
+    return encode_record(GET_VALUES, NULL_REQUEST_ID, encode_pairs((n, b"") for n in names))
+
+
+def encode_get_values_result(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return encode_record(GET_VALUES_RESULT, NULL_REQUEST_ID, encode_pairs(pairs))
+
+
+def encode_unknown_type(rtype: int) -> bytes:
+    return encode_record(UNKNOWN_TYPE, NULL_REQUEST_ID, _UNKNOWN_TYPE_BODY.pack(rtype))

@@ -1,0 +1,684 @@
+"""The I/O engine of one process: a selector loop for connections, a thread
+pool for the app.
+
+One thread runs the selector: it accepts, reads, feeds the protocol state
+machine (`connection.ServerConnection`) and queues each request whose params
+are complete.  Idle keep-alive connections cost no thread.  Pool threads run
+the app and write the response to the socket themselves, a whole small
+response in one `sendall`, so there is no hand-off back to the loop and no
+per-record syscall.  What the loop itself must write (management answers,
+refusals) goes through a per-connection queue flushed by whoever holds the
+connection's write lock, so the loop never blocks behind a slow writer.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from typing import Callable, Iterable, Optional, Union
+
+from . import protocol as p
+from .body import ClientDisconnected, RequestBody
+from .connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted,
+                         RequestStarted, ServerConnection, StdinReceived)
+from .listeners import (DEFAULT_BIND, ConfigError, PeerFilter, create_listener,
+                        inherited_fd0_available, listener_address, parse_address,
+                        remove_unix_socket, warn_if_exposed)
+from .wsgi import ErrorStream, WSGIApp, base_environ, build_environ, run_app, simple_response
+
+log = logging.getLogger("wsgi_fcgi")
+
+_RECV_SIZE = 256 * 1024
+_TICK = 1.0
+#: How long a closing connection may take to send us its unread input.
+_DRAIN_TIMEOUT = 5.0
+_ACCEPTS_PER_EVENT = 16
+
+
+class RequestBodyTooLarge(ClientDisconnected):
+    """The body grew past --max-body-size while the app was reading it."""
+
+
+class Request:
+    """One FastCGI request: its input, and the transport its response goes to."""
+
+    __slots__ = ("channel", "request_id", "role", "keep_conn", "params", "body", "filter_data",
+                 "ended", "aborted", "bytes_out", "started", "environ", "status")
+
+    def __init__(self, channel: "Channel", event: RequestStarted, spool_size: int) -> None:
+        self.channel = channel
+        self.request_id = event.request_id
+        self.role = event.role
+        self.keep_conn = event.keep_conn
+        self.params = event.params
+        self.body = RequestBody(spool_size)
+        if event.role == p.AUTHORIZER:
+            self.body.feed_eof()  # spec 6.3: an authorizer gets no FCGI_STDIN
+        self.filter_data = RequestBody(spool_size) if event.role == p.FILTER else None
+        self.ended = False
+        self.aborted = False
+        self.bytes_out = 0
+        self.started = time.monotonic()
+        self.environ: Optional[dict] = None
+        self.status: Optional[str] = None
+
+    # -- transport for wsgi.run_app --------------------------------------
+
+    def send(self, data: bytes, end: bool) -> bool:
+        return self.channel.send_response(self, data, end)
+
+    def send_stderr(self, data: bytes) -> None:
+        self.channel.send_stderr(self, data)
+
+    def finish(self) -> None:
+        """Make sure FCGI_END_REQUEST went out (spec 5.4: also after an abort)."""
+        if not self.ended:
+            self.channel.send_response(self, b"", True)
+        self.body.close()
+        if self.filter_data is not None:
+            self.filter_data.close()
+
+    def abort(self, error: BaseException) -> None:
+        self.aborted = True
+        self.body.fail(error)
+        if self.filter_data is not None:
+            self.filter_data.fail(error)
+
+
+class Channel:
+    """The I/O side of one connection from the web server."""
+
+    def __init__(self, server: "Server", sock: socket.socket, peer) -> None:
+        self.server = server
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.peer = peer
+        self.state = ServerConnection(values=server.get_values, max_requests=server.max_requests_per_connection,
+                                      max_params_size=server.max_params_size)
+        self.requests: dict[int, Request] = {}
+        self.lock = threading.Lock()
+        self.pending: collections.deque = collections.deque()
+        self.last_activity = time.monotonic()
+        self.close_when_idle = False
+        self.write_closed = False  # we sent FIN; reading what is left
+        self.lost = False  # the peer is gone or the socket failed
+        self.released = False
+
+    def __repr__(self) -> str:
+        return "<connection from %s>" % (self.peer or "unix socket")
+
+    # -- reading (loop thread) --------------------------------------------
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError, socket.timeout):
+            return
+        except OSError as exc:
+            log.debug("%r: read failed: %s", self, exc)
+            data = b""
+        if not data:
+            self.on_peer_closed()
+            return
+        self.last_activity = time.monotonic()
+        if self.write_closed:
+            return  # draining input of a connection we are closing
+        try:
+            events = self.state.receive_data(data)
+        except p.ProtocolError as exc:
+            log.warning("%r: protocol error, closing the connection: %s", self, exc)
+            self.fail_all(ClientDisconnected("protocol error"))
+            self.close_now()
+            return
+        server = self.server
+        for event in events:
+            kind = type(event)
+            if kind is RequestStarted:
+                server.start_request(self, event)
+            elif kind is StdinReceived:
+                request = self.requests.get(event.request_id)
+                if request is not None:
+                    server.feed_body(request, event.data)
+            elif kind is Reply:
+                self.send_from_loop(event.data)
+            elif kind is FilterDataReceived:
+                request = self.requests.get(event.request_id)
+                if request is not None and request.filter_data is not None:
+                    if event.data:
+                        request.filter_data.feed(event.data)
+                    else:
+                        request.filter_data.feed_eof()
+            elif kind is RequestAborted:
+                request = self.requests.get(event.request_id)
+                if request is not None:
+                    log.debug("%r: request %d aborted by the web server", self, event.request_id)
+                    request.abort(ClientDisconnected("request aborted by the web server"))
+            elif kind is ParamsTooLarge:
+                log.warning("%r: request %d: FCGI_PARAMS larger than %d bytes, refused",
+                            self, event.request_id, server.max_params_size)
+                self.state.finish_request(event.request_id)
+                self.send_from_loop(p.encode_stream(p.STDOUT, event.request_id, simple_response(
+                    "431 Request Header Fields Too Large", "Request Header Fields Too Large"))
+                    + p.encode_record(p.STDOUT, event.request_id) + p.encode_end_request(event.request_id))
+                self.close_when_idle = True
+                self.close_if_idle()
+            elif kind is Ignored:
+                log.debug("%r: ignored %r: %s", self, event.record, event.reason)
+
+    def on_peer_closed(self) -> None:
+        if self.requests and not self.write_closed:
+            log.debug("%r: the web server closed the connection with %d request(s) running",
+                      self, len(self.requests))
+        self.fail_all(ClientDisconnected("connection closed by the web server"))
+        self.close_now()
+
+    def fail_all(self, error: BaseException) -> None:
+        self.lost = True
+        for request in list(self.requests.values()):
+            request.abort(error)
+
+    # -- writing (any thread) ---------------------------------------------
+
+    def send_response(self, request: Request, data: bytes, end: bool) -> bool:
+        request_id = request.request_id
+        out = p.encode_stream(p.STDOUT, request_id, data) if data else b""
+        if end:
+            out += p.encode_record(p.STDOUT, request_id) + p.encode_end_request(request_id)
+        with self.lock:
+            if request.ended or (request.aborted and not end):
+                return False
+            if end:
+                self._end(request)
+            if self.lost:
+                self._release_if_done()
+                return False
+            try:
+                self.sock.sendall(out)
+            except OSError as exc:
+                self._write_failed(exc)
+                return False
+            request.bytes_out += len(data)
+        if self.pending:
+            self.flush_pending()
+        if end:
+            if not request.keep_conn:
+                self.close_when_idle = True
+            if self.close_when_idle:
+                self.close_if_idle()
+        return True
+
+    def send_stderr(self, request: Request, data: bytes) -> None:
+        out = p.encode_stream(p.STDERR, request.request_id, data)
+        with self.lock:
+            if request.ended or self.lost:
+                return
+            try:
+                self.sock.sendall(out)
+            except OSError as exc:
+                self._write_failed(exc)
+
+    def end_from_loop(self, request: Request, head: bytes) -> None:
+        """End a request from the loop: `head` is sent if the app sent nothing yet."""
+        def end() -> None:
+            if request.ended:
+                return
+            self._end(request)
+            if not self.lost:
+                rid = request.request_id
+                out = p.encode_stream(p.STDOUT, rid, head) if request.bytes_out == 0 else b""
+                self.sock.sendall(out + p.encode_record(p.STDOUT, rid) + p.encode_end_request(rid))
+        self.pending.append(end)
+        self.flush_pending()
+
+    def send_from_loop(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Write queued loop output; whoever holds the lock last does it."""
+        while self.pending and self.lock.acquire(blocking=False):
+            try:
+                while self.pending:
+                    item = self.pending.popleft()
+                    try:
+                        if callable(item):
+                            item()
+                        elif not self.lost:
+                            self.sock.sendall(item)
+                    except OSError as exc:
+                        self._write_failed(exc)
+            finally:
+                self.lock.release()
+
+    def _end(self, request: Request) -> None:
+        """Mark `request` ended (under the lock), before its END_REQUEST leaves,
+        so that a new BEGIN_REQUEST for the same id is valid at once."""
+        request.ended = True
+        self.state.finish_request(request.request_id)
+        self.requests.pop(request.request_id, None)
+        self.server.request_ended(request)
+
+    def _write_failed(self, exc: OSError) -> None:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF) and not isinstance(exc, socket.timeout):
+            log.info("%r: write failed: %s", self, exc)
+        else:
+            log.debug("%r: write failed: %s", self, exc)
+        self.lost = True
+        for request in list(self.requests.values()):
+            request.abort(ClientDisconnected("connection lost"))
+        self.server.wake()
+
+    # -- closing -----------------------------------------------------------
+
+    def close_if_idle(self) -> None:
+        """Close once no request is live (FCGI_KEEP_CONN clear, or stopping)."""
+        with self.lock:
+            if self.requests or self.write_closed or self.released or self.pending:
+                return
+            self.write_closed = True
+            try:
+                # FIN first and read until the peer closes too: closing with
+                # unread input would make the kernel send a reset.
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.lost = True
+        self.last_activity = time.monotonic()
+        self.server.wake()
+
+    def close_now(self) -> None:
+        self.lost = True
+        self.server.unregister(self)
+        with self.lock:
+            self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        """Close the socket once the loop has let go of it and no thread writes."""
+        if not self.released and self.lost and not self.requests and self.server.is_unregistered(self):
+            self.released = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class PoolThread(threading.Thread):
+    """A request thread; `request` is what it runs now (for status and slow logs)."""
+
+    def __init__(self, server: "Server", index: int) -> None:
+        super().__init__(name="wsgi-fcgi-%d" % index, daemon=True)
+        self.server = server
+        self.request: Optional[Request] = None
+        self.slow_logged = False
+
+    def run(self) -> None:
+        get = self.server.queue.get
+        handle = self.server.handle_request
+        while True:
+            request = get()
+            if request is None:
+                return
+            self.request = request
+            self.slow_logged = False
+            try:
+                handle(request)
+            finally:
+                self.request = None
+
+
+class Server:
+    """A FastCGI server for one WSGI app in this process.
+
+    `bind` is one address or a list (see `listeners.parse_address`); `sockets`
+    are already-listening sockets to serve instead (from a master process or
+    gunicorn).  `serve_forever()` blocks; `shutdown()` may be called from any
+    thread or a signal handler.
+    """
+
+    def __init__(self, app: WSGIApp, bind: Union[str, Iterable[str], None] = None, threads: int = 8, *,
+                 sockets: Optional[list] = None, script_name: str = "", backlog: int = 1024,
+                 socket_mode: int = 0o660, allowed_servers: Optional[Union[str, Iterable[str]]] = None,
+                 max_body_size: int = 0, max_params_size: int = 1 << 20, max_connections: int = 1024,
+                 max_queue: int = 256, max_requests_per_connection: int = 100,
+                 keepalive_timeout: float = 75.0, read_timeout: float = 30.0, write_timeout: float = 60.0,
+                 spool_size: int = 1 << 20, multiprocess: bool = False,
+                 graceful_timeout: float = 30.0) -> None:
+        if threads < 1:
+            raise ConfigError("--threads must be at least 1")
+        self.app = app
+        self.threads = threads
+        self.script_name = script_name.rstrip("/")
+        self.max_body_size = max_body_size
+        self.max_params_size = max_params_size
+        self.max_connections = max_connections
+        self.max_queue = max_queue
+        self.max_requests_per_connection = max_requests_per_connection
+        self.keepalive_timeout = keepalive_timeout
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.spool_size = spool_size
+        self.graceful_timeout = graceful_timeout
+        if isinstance(allowed_servers, str) or allowed_servers is None:
+            self.peers = PeerFilter.from_setting(allowed_servers)
+        else:
+            self.peers = PeerFilter(allowed_servers)
+        self.base_environ = base_environ(multithread=threads > 1, multiprocess=multiprocess)
+        self.get_values = {
+            p.MAX_CONNS: str(max_connections).encode(),
+            p.MAX_REQS: str(threads + max_queue).encode(),
+            p.MPXS_CONNS: b"1",
+        }
+        self.owns_sockets = sockets is None
+        self.sockets = sockets if sockets is not None else self._bind(bind, backlog, socket_mode)
+        for sock in self.sockets:
+            sock.setblocking(False)
+        warn_if_exposed(self.sockets, self.peers)
+
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pool: list[PoolThread] = []
+        self.channels: dict[int, Channel] = {}
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._accepting = False
+        self._stop_at: Optional[float] = None  # graceful stop deadline
+        self._stopped = threading.Event()
+        self._running = False
+        self.started_at = time.time()
+        self.requests_started = 0
+        self.requests_ended = 0
+        self._count_lock = threading.Lock()
+        self.connections_accepted = 0
+        #: called in the loop thread about once a second (heartbeats, timers)
+        self.on_tick: list[Callable[[], None]] = []
+        #: called in the request thread after each request: fn(request)
+        self.on_request_end: list[Callable[[Request], None]] = []
+
+    @staticmethod
+    def _bind(bind, backlog: int, socket_mode: int) -> list:
+        if bind is None:
+            if inherited_fd0_available():
+                bind = ["fd://0"]
+            else:
+                bind = [DEFAULT_BIND]
+        elif isinstance(bind, str):
+            bind = [bind]
+        sockets = []
+        try:
+            for text in bind:
+                sockets.append(create_listener(parse_address(text), backlog=backlog, socket_mode=socket_mode))
+        except ConfigError:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    @property
+    def addresses(self) -> list[str]:
+        return [listener_address(sock) for sock in self.sockets]
+
+    # -- running -------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        self._running = True
+        for index in range(self.threads):
+            thread = PoolThread(self, index)
+            thread.start()
+            self.pool.append(thread)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._start_accepting()
+        log.info("serving on %s with %d threads", ", ".join(self.addresses), self.threads)
+        try:
+            self._loop()
+        finally:
+            self._cleanup()
+
+    def _loop(self) -> None:
+        select = self.selector.select
+        next_tick = time.monotonic() + _TICK
+        while True:
+            for key, _ in select(_TICK):
+                key.data()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + _TICK
+                self._tick(now)
+            if self._stop_at is not None and (not self.live_requests() or now >= self._stop_at):
+                return
+
+    def shutdown(self, graceful: bool = True, timeout: Optional[float] = None) -> None:
+        """Stop accepting; with `graceful`, let running requests finish first
+        (at most `timeout`, default `graceful_timeout`, seconds)."""
+        if timeout is None:
+            timeout = self.graceful_timeout if graceful else 0.0
+        deadline = time.monotonic() + timeout
+        if self._stop_at is None or deadline < self._stop_at:
+            self._stop_at = deadline
+        self.wake()
+
+    def wait_stopped(self, timeout: Optional[float] = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or shutting down
+
+    def _on_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        if self._stop_at is not None:
+            self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        if self._accepting:
+            self._stop_accepting()
+            for sock in self.sockets:
+                self.selector.unregister(sock)
+        for channel in list(self.channels.values()):
+            channel.close_when_idle = True
+            channel.close_if_idle()
+
+    def _tick(self, now: float) -> None:
+        for channel in list(self.channels.values()):
+            idle = now - channel.last_activity
+            if channel.write_closed:
+                if idle > _DRAIN_TIMEOUT or channel.lost:
+                    channel.close_now()
+            elif channel.lost and not channel.requests:
+                channel.close_now()
+            elif channel.close_when_idle and not channel.requests:
+                channel.close_if_idle()
+            elif channel.state.pending_bytes and idle > self.read_timeout:
+                log.info("%r: no data for %.0f s in the middle of a record, closing", channel, idle)
+                channel.fail_all(ClientDisconnected("read timeout"))
+                channel.close_now()
+            elif not channel.requests and self.keepalive_timeout and idle > self.keepalive_timeout:
+                log.debug("%r: idle for %.0f s, closing", channel, idle)
+                channel.close_if_idle()
+        if self._stop_at is not None:
+            self._begin_stop()
+        for callback in self.on_tick:
+            callback()
+
+    def _cleanup(self) -> None:
+        self._running = False
+        if self._accepting:
+            self._stop_accepting()
+        for channel in list(self.channels.values()):
+            channel.fail_all(ClientDisconnected("server stopping"))
+            channel.close_now()
+        for _ in self.pool:
+            self.queue.put(None)
+        deadline = time.monotonic() + 1.0
+        for thread in self.pool:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.owns_sockets:
+            for sock in self.sockets:
+                remove_unix_socket(sock)
+                sock.close()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        log.info("stopped")
+        self._stopped.set()
+
+    # -- connections ------------------------------------------------------------
+
+    def _start_accepting(self) -> None:
+        for sock in self.sockets:
+            self.selector.register(sock, selectors.EVENT_READ, lambda s=sock: self._accept(s))
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        self._accepting = False
+
+    def _accept(self, listener: socket.socket) -> None:
+        if not self._accepting:
+            return
+        for _ in range(_ACCEPTS_PER_EVENT):
+            if len(self.channels) >= self.max_connections:
+                self._pause_accepting()
+                return
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept a connection: %s", exc)
+                    self._pause_accepting()
+                return
+            if not self.peers.allows(peer):
+                log.warning("refused a connection from %s: not in --allowed-servers", peer[0])
+                sock.close()
+                continue
+            self._add_channel(sock, peer)
+
+    def _pause_accepting(self) -> None:
+        """Leave further connections in the listen backlog until one closes."""
+        for sock in self.sockets:
+            try:
+                self.selector.unregister(sock)
+            except KeyError:
+                pass
+        self._accepting = False
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and self._stop_at is None and self._running:
+            self._start_accepting()
+
+    def _add_channel(self, sock: socket.socket, peer) -> None:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.write_timeout or None)
+        channel = Channel(self, sock, peer if isinstance(peer, tuple) else None)
+        self.channels[channel.fileno] = channel
+        self.selector.register(sock, selectors.EVENT_READ, channel.on_readable)
+        self.connections_accepted += 1
+
+    def unregister(self, channel: Channel) -> None:
+        if self.channels.pop(channel.fileno, None) is channel:
+            try:
+                self.selector.unregister(channel.sock)
+            except (KeyError, ValueError):
+                pass
+            if not self._accepting and len(self.channels) < self.max_connections:
+                self._resume_accepting()
+
+    def is_unregistered(self, channel: Channel) -> bool:
+        return self.channels.get(channel.fileno) is not channel
+
+    def live_requests(self) -> int:
+        return self.requests_started - self.requests_ended
+
+    # -- requests -----------------------------------------------------------------
+
+    def start_request(self, channel: Channel, event: RequestStarted) -> None:
+        request = Request(channel, event, self.spool_size)
+        channel.requests[event.request_id] = request
+        self.requests_started += 1
+        if self.max_body_size and event.role != p.AUTHORIZER:
+            length = content_length_of(event.params)
+            if length is not None and length > self.max_body_size:
+                self._refuse_too_large(request, length)
+                return
+        if self.queue.qsize() >= self.max_queue:
+            log.warning("all %d threads busy and %d requests queued: answering 503",
+                        self.threads, self.max_queue)
+            channel.end_from_loop(request, simple_response("503 Service Unavailable", "Service Unavailable"))
+            return
+        self.queue.put(request)
+
+    def feed_body(self, request: Request, data: bytes) -> None:
+        if not data:
+            request.body.feed_eof()
+            return
+        if self.max_body_size and request.body.received + len(data) > self.max_body_size:
+            self._refuse_too_large(request, request.body.received + len(data))
+            return
+        request.body.feed(data)
+
+    def _refuse_too_large(self, request: Request, size: int) -> None:
+        log.warning("%r: request body of %d bytes exceeds --max-body-size %d: answering 413",
+                    request.channel, size, self.max_body_size)
+        request.abort(RequestBodyTooLarge("request body larger than %d bytes" % self.max_body_size))
+        request.channel.end_from_loop(request, simple_response("413 Content Too Large", "Content Too Large"))
+
+    def request_ended(self, request: Request) -> None:
+        with self._count_lock:
+            self.requests_ended += 1
+        if self._stop_at is not None:
+            self.wake()
+
+    def handle_request(self, request: Request) -> None:
+        """Run one request in a pool thread."""
+        try:
+            if not request.ended and not request.aborted:
+                environ = build_environ(request.params, self.base_environ, self.script_name)
+                environ["wsgi.input"] = request.body
+                environ["wsgi.errors"] = ErrorStream(request)
+                if request.filter_data is not None:
+                    environ["wsgi_fcgi.data"] = request.filter_data
+                request.environ = environ
+                response = run_app(self.app, environ, request)
+                request.status = response.status
+        except BaseException:
+            log.exception("internal error while handling a request")
+        finally:
+            request.finish()
+            for callback in self.on_request_end:
+                try:
+                    callback(request)
+                except Exception:
+                    log.exception("error in a request-end hook")
+
+
+def content_length_of(params: list) -> Optional[int]:
+    for name, value in params:
+        if name == b"CONTENT_LENGTH":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def serve(app: WSGIApp, bind: Union[str, Iterable[str], None] = None, threads: int = 8, **options) -> None:
+    """Serve `app` over FastCGI in this process until SIGTERM/SIGINT (main thread)
+    or `KeyboardInterrupt`."""
+    import signal
+
+    server = Server(app, bind=bind, threads=threads, **options)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: server.shutdown(graceful=True))
+        signal.signal(signal.SIGINT, lambda *_: server.shutdown(graceful=False))
+    server.serve_forever()

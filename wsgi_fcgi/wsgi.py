@@ -1,0 +1,296 @@
+"""The WSGI side (PEP 3333): environ from FastCGI params, running the app,
+turning status, headers and body into a CGI response.
+
+No sockets here either: the response goes to a `transport`, an object with
+
+    send(data: bytes, end: bool) -> bool   # FCGI_STDOUT bytes; end=True also
+                                           # closes STDOUT and sends END_REQUEST;
+                                           # False once the request is gone
+    send_stderr(data: bytes) -> None       # FCGI_STDERR
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Callable, Iterable, Optional
+from urllib.parse import unquote_to_bytes
+
+log = logging.getLogger("wsgi_fcgi")
+app_log = logging.getLogger("wsgi_fcgi.app")
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+#: Values the web server sends that a WSGI app sees under another name only.
+_DROPPED_PARAMS = frozenset(("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"))
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# RFC 9110 5.5: a field value is visible characters, SP, HTAB and obs-text.
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+_STATUS = re.compile(r"[1-9][0-9][0-9](?: [^\x00-\x1f\x7f]*)?").fullmatch
+
+INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 21\r\n\r\nInternal Server Error")
+
+
+def simple_response(status: str, body: str) -> bytes:
+    """A complete CGI response the server itself gives (errors, limits, status pages)."""
+    data = body.encode("utf-8")
+    return ("Status: %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n"
+            % (status, len(data))).encode("latin-1") + data
+
+
+class InvalidResponse(ValueError):
+    """The app gave a status or header that cannot be sent."""
+
+
+class ClientGone(Exception):
+    """The request was aborted or its connection lost while the app was running."""
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper` (PEP 3333 "Optional Platform-Specific File Handling")."""
+
+    def __init__(self, filelike, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        blksize = self.blksize
+        while True:
+            data = read(blksize)
+            if not data:
+                return
+            yield data
+
+
+# -- environ ------------------------------------------------------------------
+
+def base_environ(*, multithread: bool = True, multiprocess: bool = False) -> dict:
+    """The environ entries that are the same for every request of a server."""
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "SERVER_SOFTWARE": "wsgi-fcgi",
+    }
+
+
+def params_to_environ(params: list) -> dict:
+    """FCGI_PARAMS pairs as native strings (latin-1, PEP 3333 "Unicode Issues").
+
+    A name sent twice is joined, not overwritten: nginx sends one HTTP_COOKIE
+    per Cookie line (joined with "; ", RFC 6265 5.4) and other repeated
+    headers are joined with ", " (RFC 9110 5.3).
+    """
+    environ: dict = {}
+    for raw_name, raw_value in params:
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        if name in environ:
+            value = environ[name] + ("; " if name == "HTTP_COOKIE" else ", ") + value
+        environ[name] = value
+    for name in _DROPPED_PARAMS.intersection(environ):
+        del environ[name]
+    return environ
+
+
+def request_path(environ: dict) -> str:
+    """The request path, percent-decoded once, as a WSGI (latin-1) string.
+
+    REQUEST_URI is the raw path the client sent; SCRIPT_NAME + PATH_INFO,
+    which web servers send already decoded, is the fallback.
+    """
+    uri = environ.get("REQUEST_URI")
+    if uri is None:
+        return environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    path = uri.partition("?")[0]
+    if not path.startswith("/") and "://" in path:  # absolute-form (RFC 9112 3.2.2)
+        path = "/" + path.partition("://")[2].partition("/")[2]
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    return path
+
+
+def split_script_name(environ: dict, script_name: str) -> None:
+    """Set SCRIPT_NAME and PATH_INFO (PEP 3333, CGI RFC 3875 4.1.13).
+
+    With a PATH_INFO from the web server and no `script_name`, the server's
+    split stands.  Otherwise (nginx's stock fastcgi_params send SCRIPT_NAME as
+    the whole path and no PATH_INFO) SCRIPT_NAME is the mount point and
+    PATH_INFO the rest of the request path.
+    """
+    if environ.get("PATH_INFO") and not script_name:
+        name = environ.get("SCRIPT_NAME", "")
+        if name.endswith("/"):
+            environ["SCRIPT_NAME"] = name.rstrip("/")
+            if not environ["PATH_INFO"].startswith("/"):
+                environ["PATH_INFO"] = "/" + environ["PATH_INFO"]
+        return
+    path = request_path(environ)
+    if script_name and (path == script_name or path.startswith(script_name + "/")):
+        environ["SCRIPT_NAME"] = script_name
+        environ["PATH_INFO"] = path[len(script_name):]
+    else:
+        environ["SCRIPT_NAME"] = ""
+        environ["PATH_INFO"] = path
+
+
+def url_scheme(environ: dict) -> str:
+    if environ.get("HTTPS", "").lower() in ("on", "1") or environ.get("REQUEST_SCHEME") == "https":
+        return "https"
+    return "http"
+
+
+def build_environ(params: list, base: dict, script_name: str = "") -> dict:
+    environ = params_to_environ(params)
+    split_script_name(environ, script_name)
+    environ.setdefault("REQUEST_METHOD", "GET")
+    environ.setdefault("QUERY_STRING", "")
+    environ.setdefault("SERVER_NAME", "localhost")
+    environ.setdefault("SERVER_PORT", "80")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
+    environ.update(base)
+    environ["wsgi.url_scheme"] = url_scheme(environ)
+    return environ
+
+
+# -- response ------------------------------------------------------------------
+
+def encode_head(status: str, headers: list) -> bytes:
+    """The CGI response head (RFC 3875 6.3): Status line, headers, blank line."""
+    if type(status) is not str or not _STATUS(status):
+        raise InvalidResponse("invalid status %r" % (status,))
+    lines = ["Status: ", status, "\r\n"]
+    for item in headers:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidResponse("header %r is not a (name, value) pair" % (item,)) from None
+        if type(name) is not str or not _HEADER_NAME(name):
+            raise InvalidResponse("invalid header name %r" % (name,))
+        if type(value) is not str or _BAD_HEADER_VALUE(value):
+            raise InvalidResponse("invalid value for header %s: %r" % (name, value))
+        lines += (name, ": ", value, "\r\n")
+    lines.append("\r\n")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise InvalidResponse("response head is not latin-1: %s" % exc) from None
+
+
+class Response:
+    """`start_response`, `write` and the head-before-body rule of one request."""
+
+    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent")
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self.head: Optional[bytes] = None
+        self.head_sent = False
+        self.status: Optional[str] = None
+        self.bytes_sent = 0
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # PEP 3333: avoid a reference cycle
+        elif self.head is not None:
+            raise AssertionError("start_response() called again without exc_info")
+        self.head = encode_head(status, headers)
+        self.status = status
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy `write()` callable: send now, headers first."""
+        if not self.send(data, end=False):
+            raise ClientGone("request aborted or connection lost")
+
+    def send(self, data: bytes, end: bool) -> bool:
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("the app gave %s, not bytes" % type(data).__name__)
+            data = bytes(data)
+        if not self.head_sent:
+            if self.head is None:
+                raise AssertionError("the app sent body data before calling start_response()")
+            self.head_sent = True
+            data = self.head + data
+        self.bytes_sent += len(data)
+        return self.transport.send(data, end)
+
+
+def run_app(app: WSGIApp, environ: dict, transport) -> Response:
+    """Call the app and stream its answer; never raises for the app's faults."""
+    response = Response(transport)
+    try:
+        result = app(environ, response.start_response)
+        try:
+            if type(result) is list and len(result) == 1 and type(result[0]) is bytes:
+                response.send(result[0], end=True)  # the common case: one write
+            else:
+                for chunk in result:
+                    if chunk and not response.send(chunk, end=False):
+                        raise ClientGone("request aborted or connection lost")
+                response.send(b"", end=True)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+    except ClientGone:
+        log.debug("%s %s: client went away before the response was complete",
+                  environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", environ.get("PATH_INFO")))
+    except BaseException:  # SystemExit in a request too: the app's fault, not the thread's
+        app_fault(response, environ, sys.exc_info())
+    return response
+
+
+def app_fault(response: Response, environ: dict, exc_info) -> None:
+    """Log the app's exception; answer 500 if the head is not out yet, else end."""
+    app_log.error("Error handling %s %s", environ.get("REQUEST_METHOD"),
+                  environ.get("REQUEST_URI", environ.get("PATH_INFO")), exc_info=exc_info)
+    if not response.head_sent:
+        response.head_sent = True
+        response.status = "500 Internal Server Error"
+        response.bytes_sent += len(INTERNAL_ERROR)
+        response.transport.send(INTERNAL_ERROR, True)
+    else:
+        response.transport.send(b"", True)
+
+
+class ErrorStream:
+    """`wsgi.errors`: lines go to the error log and to the web server as FCGI_STDERR."""
+
+    __slots__ = ("transport", "_partial")
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError("wsgi.errors takes str, not %s" % type(text).__name__)
+        if text:
+            self.transport.send_stderr(text.encode("utf-8", "backslashreplace"))
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+            for line in lines:
+                app_log.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            app_log.error("%s", self._partial)
+            self._partial = ""
