@@ -70,7 +70,7 @@ class Process:
         except FileNotFoundError:
             return ""
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 
