@@ -1,0 +1,192 @@
+"""`wsgi.input`: a streaming body fed by the I/O loop, read by the app thread."""
+
+import threading
+import time
+
+import pytest
+
+from wsgi_fcgi.body import ClientDisconnected, RequestBody
+
+
+def body_of(*chunks, eof=True, **kw):
+    body = RequestBody(**kw)
+    for chunk in chunks:
+        body.feed(chunk)
+    if eof:
+        body.feed_eof()
+    return body
+
+
+def feed_later(body, chunks, delay=0.05, eof=True):
+    def run():
+        for chunk in chunks:
+            time.sleep(delay)
+            body.feed(chunk)
+        if eof:
+            body.feed_eof()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+LINES = [b"first line\n", b"second\n", b"\n", b"no newline at the end"]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 100])
+def test_read_all_across_feed_boundaries(chunk_size):
+    data = b"".join(LINES)
+    body = body_of(*[data[i:i + chunk_size] for i in range(0, len(data), chunk_size)])
+    assert body.read() == data
+    assert body.read() == b""
+    assert body.read(10) == b""
+
+
+def test_read_with_sizes_and_none():
+    body = body_of(b"abc", b"defg", b"h")
+    assert body.read(2) == b"ab"
+    assert body.read(3) == b"cde"
+    assert body.read(0) == b""
+    assert body.read(None) == b"fgh"
+
+
+def test_read_past_the_end_gives_what_is_left():
+    body = body_of(b"abc")
+    assert body.read(100) == b"abc"
+    assert body.read(100) == b""
+
+
+def test_read1_returns_what_is_buffered():
+    body = body_of(b"abc", eof=False)
+    assert body.read1(100) == b"abc"
+    body.feed(b"d")
+    body.feed_eof()
+    assert body.read1() == b"d"
+    assert body.read1() == b""
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 5, 64])
+def test_readline_and_iteration_across_feed_boundaries(chunk_size):
+    data = b"".join(LINES)
+    chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
+    body = body_of(*chunks)
+    assert [body.readline() for _ in range(5)] == LINES + [b""]
+    assert list(body_of(*chunks)) == LINES
+    assert body_of(*chunks).readlines() == LINES
+
+
+def test_readline_with_size_stops_there():
+    body = body_of(b"abcdef\n", b"gh\n")
+    assert body.readline(3) == b"abc"
+    assert body.readline(100) == b"def\n"
+    assert body.readline(None) == b"gh\n"
+    assert body.readline(5) == b""
+
+
+def test_readline_longer_than_the_internal_chunk():
+    line = b"x" * 20000 + b"\n"
+    body = body_of(line[:5000], line[5000:], b"tail")
+    assert body.readline() == line
+    assert body.readline() == b"tail"
+
+
+def test_readlines_with_hint():
+    body = body_of(b"aa\nbb\ncc\ndd\n")
+    assert body.readlines(4) == [b"aa\n", b"bb\n"]
+    assert body.readlines() == [b"cc\n", b"dd\n"]
+
+
+def test_blocking_read_is_woken_by_feed_from_another_thread():
+    body = RequestBody()
+    thread = feed_later(body, [b"hel", b"lo", b" world"])
+    started = time.monotonic()
+    assert body.read(5) == b"hello"
+    assert body.read() == b" world"
+    assert time.monotonic() - started < 10
+    thread.join(5)
+
+
+def test_blocking_readline_is_woken_by_feed():
+    body = RequestBody()
+    thread = feed_later(body, [b"par", b"tial\nrest"])
+    assert body.readline() == b"partial\n"
+    assert body.readline() == b"rest"
+    thread.join(5)
+
+
+def test_read_without_size_waits_for_the_end_of_stdin():
+    body = RequestBody()
+    thread = feed_later(body, [b"a", b"b", b"c"], delay=0.02)
+    assert body.read() == b"abc"
+    thread.join(5)
+
+
+def test_fail_wakes_a_blocked_reader_with_the_error():
+    body = RequestBody()
+    body.feed(b"some")
+    errors = []
+
+    def reader():
+        try:
+            body.read(100)
+        except ClientDisconnected as exc:
+            errors.append(exc)
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.1)
+    assert thread.is_alive()  # blocked: 4 of 100 bytes there
+    body.fail(ClientDisconnected("aborted"))
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and str(errors[0]) == "aborted"
+
+
+def test_fail_after_eof_does_not_spoil_a_complete_body():
+    body = body_of(b"complete")
+    body.fail(ClientDisconnected("connection closed"))
+    assert body.read() == b"complete"
+
+
+def test_data_after_fail_is_dropped():
+    body = RequestBody()
+    body.fail(ClientDisconnected("gone"))
+    body.feed(b"late")
+    assert body.received == 0
+    with pytest.raises(ClientDisconnected):
+        body.read(1)
+
+
+def test_spools_to_a_temporary_file_past_the_threshold(tmp_path):
+    body = RequestBody(spool_size=1000, spool_dir=str(tmp_path))
+    body.feed(b"a" * 600)
+    assert not body.spooled
+    body.feed(b"b" * 600)
+    assert body.spooled
+    for _ in range(100):
+        body.feed(b"c" * 10000)  # 1 MB more, all on disk
+    body.feed_eof()
+    # memory stays bounded: nothing is held in the in-memory buffer
+    assert len(body._memory) == 0
+    assert body.received == 1200 + 1_000_000
+    assert body.read(700) == b"a" * 600 + b"b" * 100
+    assert body.readline() == b"b" * 500 + b"c" * 1_000_000
+    assert body.read() == b""
+
+
+def test_spooled_body_read_while_being_fed():
+    body = RequestBody(spool_size=10)
+    thread = feed_later(body, [b"0123456789" * 3, b"abc\n", b"def"], delay=0.02)
+    assert body.read(25) == b"0123456789" * 2 + b"01234"
+    assert body.readline() == b"56789abc\n"
+    assert body.read() == b"def"
+    assert body.spooled
+    thread.join(5)
+
+
+def test_close_releases_the_spool_file_and_wakes_readers():
+    body = RequestBody(spool_size=1)
+    body.feed(b"abc")
+    assert body.spooled
+    spool = body._file
+    body.close()
+    assert spool.closed and not body.spooled
+    assert body.read() == b""
