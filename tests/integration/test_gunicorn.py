@@ -1,0 +1,272 @@
+"""The gunicorn worker class (issue 4): real gunicorn masters, real nginx in front."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from support import (APPS, PYTHON, Process, can_connect, fastcgi_location, free_port, project_env,
+                     wait_for)
+from wsgi_fcgi import protocol as p
+from wsgi_fcgi.client import cgi_params, encode_request, parse_cgi_response, request
+
+gunicorn = pytest.importorskip("gunicorn")
+
+GUNICORN = [PYTHON, "-m", "gunicorn"]
+WORKER = "wsgi_fcgi.gunicorn_worker.FastCGIWorker"
+
+
+def _control_socket_args():
+    """gunicorn >= 24 opens a control socket in ~/.gunicorn: tests run in parallel."""
+    from gunicorn.config import KNOWN_SETTINGS
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+
+
+class Gunicorn(Process):
+    """`gunicorn -k FastCGIWorker ... envapp:app`, bound to `address` (a free port by default)."""
+
+    def __init__(self, tmp: Path, *args: str, address=None, app: str = "envapp:app", workers: int = 2) -> None:
+        self.address = address or "127.0.0.1:%d" % free_port()
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        cmd = [*GUNICORN, "-k", WORKER, "-w", str(workers), "-b", self.address, "--timeout", "20",
+               "--graceful-timeout", "10", *_control_socket_args(), *args, app]
+        super().__init__(cmd, Path(tmp) / "gunicorn.log", cwd=APPS, env=project_env())
+        wait_for(lambda: self.proc.poll() is not None or can_connect(self.address), 20, what="gunicorn")
+        if self.proc.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n" + self.log())
+        wait_for(lambda: len(self.worker_pids()) == workers, 20, what="%d gunicorn workers" % workers)
+
+    @property
+    def upstream(self) -> str:
+        """The address as nginx's fastcgi_pass takes it."""
+        return self.address
+
+    def worker_pids(self) -> set:
+        return child_pids(self.pid)
+
+
+def child_pids(parent: int) -> set:
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                children.add(int(entry))
+    return children
+
+
+@pytest.fixture
+def start_gunicorn(tmp_path):
+    started = []
+
+    def start(*args, **kw):
+        proc = Gunicorn(tmp_path / ("g%d" % len(started)), *args, **kw)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGQUIT)
+
+
+def get_loop(url: str, stop: threading.Event, results: list) -> None:
+    """GET `url` until `stop`; append each status (or the exception's name)."""
+    with requests.Session() as session:
+        while not stop.is_set() and len(results) < 5000:
+            try:
+                r = session.get(url, timeout=15)
+                results.append((r.status_code, r.json()["pid"] if r.status_code == 200 else r.text[:200]))
+            except (requests.RequestException, ValueError) as exc:
+                results.append((type(exc).__name__, str(exc)[:200]))
+
+
+def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
+    server = start_gunicorn("--threads", "4")
+    nginx = start_nginx(fastcgi_location(server.upstream))
+
+    r = requests.get(nginx.url + "/caf%C3%A9/x?a=1&b=2", headers={"User-Agent": "ua-test"}, timeout=10)
+    assert r.status_code == 200
+    data = r.json()
+    env = data["environ"]
+    assert env["PATH_INFO"] == "/café/x".encode("utf-8").decode("latin-1")
+    assert env["QUERY_STRING"] == "a=1&b=2"
+    assert env["RAW_URI"] == "/caf%C3%A9/x?a=1&b=2"
+    assert env["HTTP_USER_AGENT"] == "ua-test"
+    assert data["multithread"] is True and data["multiprocess"] is True
+    assert data["pid"] in server.worker_pids()
+
+    body = os.urandom(3 * 1024 * 1024 + 7)
+    r = requests.post(nginx.url + "/upload", data=body, timeout=20)
+    assert r.status_code == 200
+    assert r.json()["body_length"] == len(body)
+    import hashlib
+    assert r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+    r = requests.get(nginx.url + "/stream?n=50&size=100000", stream=True, timeout=20)
+    assert r.status_code == 200
+    assert sum(len(chunk) for chunk in r.iter_content(65536)) == 50 * 100000
+
+    r = requests.get(nginx.url + "/raise", timeout=10)
+    assert r.status_code == 500 and "secret" not in r.text
+    assert requests.get(nginx.url + "/status/404", timeout=10).status_code == 404
+
+
+def test_multiplexed_requests_on_one_connection(start_gunicorn):
+    server = start_gunicorn("--threads", "4", workers=1)
+    host, port = server.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(encode_request(1, cgi_params("GET", "/sleep?s=1"), keep_conn=True)
+                     + encode_request(2, cgi_params("GET", "/fast?n=2"), keep_conn=True)
+                     + encode_request(3, cgi_params("POST", "/post", body_length=5), b"hello", keep_conn=True))
+        outputs = {1: [], 2: [], 3: []}
+        ended, ends = [], {}
+        parser = p.RecordParser()
+        deadline = time.monotonic() + 15
+        while len(ended) < 3 and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            assert data, "connection closed early"
+            for record in parser.feed(data):
+                if record.type == p.STDOUT:
+                    outputs[record.request_id].append(record.content)
+                elif record.type == p.END_REQUEST:
+                    ended.append(record.request_id)
+                    ends[record.request_id] = p.decode_end_request(record.content)
+                    assert ends[record.request_id].protocol_status == p.REQUEST_COMPLETE
+    assert sorted(ended) == [1, 2, 3]
+    assert ended[-1] == 1, "the slow request must not hold back the others"
+    responses = {rid: parse_cgi_response(b"".join(out), b"", ends[rid]) for rid, out in outputs.items()}
+    assert responses[1].body == b"slept"
+    assert '"QUERY_STRING": "n=2"' in responses[2].body.decode()
+    assert '"body_length": 5' in responses[3].body.decode()
+
+
+def test_unix_socket_single_thread(start_gunicorn, start_nginx, tmp_path):
+    path = tmp_path / "app.sock"
+    server = start_gunicorn("--threads", "1", address="unix:%s" % path, workers=1)
+    nginx = start_nginx(fastcgi_location("unix:%s" % path))
+    r = requests.get(nginx.url + "/over/unix", timeout=10)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["environ"]["PATH_INFO"] == "/over/unix"
+    # one process, one thread: the app may rely on neither being true
+    assert data["multithread"] is False and data["multiprocess"] is False
+    assert request("unix:%s" % path, "GET", "/direct").status == 200
+    assert server.worker_pids() == {data["pid"]}
+
+
+def test_access_log_format_and_hooks(start_gunicorn, tmp_path):
+    access_log = tmp_path / "access.log"
+    hooks_log = tmp_path / "hooks.log"
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(
+        "def pre_request(worker, req):\n"
+        "    with open(%r, 'a') as f:\n"
+        "        f.write('pre %%s %%s %%s %%s\\n' %% (req.method, req.path, req.query, dict(req.headers).get('X-TEST')))\n"
+        "def post_request(worker, req, environ, resp):\n"
+        "    with open(%r, 'a') as f:\n"
+        "        f.write('post %%s %%s %%s\\n' %% (req.path, resp.status_code, resp.sent))\n"
+        % (str(hooks_log), str(hooks_log)))
+    fmt = '%(h)s|%(r)s|%(s)s|%(b)s|%(m)s|%(U)s|%(q)s|%({x-test}i)s|%({content-type}o)s|%(L)s|%(D)s'
+    server = start_gunicorn("-c", str(conf), "--access-logfile", str(access_log),
+                            "--access-logformat", fmt, workers=1)
+    response = request(server.address, "GET", "/stream?n=3&size=10", headers=[("X-Test", "xyz")])
+    assert response.status == 200 and response.body == b"x" * 30
+    assert request(server.address, "GET", "/raise").status == 500
+
+    lines = wait_for(lambda: access_log.exists() and len(access_log.read_text().splitlines()) >= 2 and
+                     access_log.read_text().splitlines(), 10, what="two access log lines")
+    fields = lines[0].split("|")
+    assert fields[:9] == ["127.0.0.1", "GET /stream?n=3&size=10 HTTP/1.1", "200", "30", "GET", "/stream",
+                          "n=3&size=10", "xyz", "application/octet-stream"]
+    seconds, micros = float(fields[9]), int(fields[10])
+    assert 0 <= seconds < 10 and 0 <= micros < 10_000_000
+    assert lines[1].split("|")[:4] == ["127.0.0.1", "GET /raise HTTP/1.1", "500", "21"]
+
+    hooks = wait_for(lambda: hooks_log.exists() and len(hooks_log.read_text().splitlines()) >= 4 and
+                     hooks_log.read_text().splitlines(), 10, what="hook lines")
+    assert hooks == ["pre GET /stream n=3&size=10 xyz", "post /stream 200 30",
+                     "pre GET /raise  None", "post /raise 500 21"]
+
+
+def test_hup_under_load_has_no_failures(start_gunicorn, start_nginx):
+    server = start_gunicorn("--threads", "4")
+    nginx = start_nginx(fastcgi_location(server.upstream))
+    old_workers = server.worker_pids()
+    stop, results = threading.Event(), []
+    clients = [threading.Thread(target=get_loop, args=(nginx.url + "/x", stop, results)) for _ in range(3)]
+    for thread in clients:
+        thread.start()
+    try:
+        time.sleep(0.7)
+        server.send_signal(signal.SIGHUP)
+        wait_for(lambda: server.worker_pids() and not (server.worker_pids() & old_workers), 15,
+                 what="the old workers to be replaced")
+        time.sleep(0.7)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(20)
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, failures[:5]
+    served_by = {pid for _, pid in results}
+    assert served_by & old_workers and served_by - old_workers, "both generations served requests"
+
+
+def test_max_requests_recycles_workers_without_failures(start_gunicorn, start_nginx):
+    server = start_gunicorn("--threads", "2", "--max-requests", "15", "--max-requests-jitter", "5")
+    nginx = start_nginx(fastcgi_location(server.upstream))
+    first_workers = server.worker_pids()
+    results = []
+    with requests.Session() as session:
+        for _ in range(80):
+            r = session.get(nginx.url + "/n", timeout=15)
+            results.append((r.status_code, r.json()["pid"] if r.status_code == 200 else r.text))
+    assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:5]
+    served_by = {pid for _, pid in results}
+    assert len(served_by) >= 3 and served_by - first_workers
+    assert "Autorestarting worker after current request." in server.log()
+
+
+def test_graceful_term_finishes_running_request(start_gunicorn):
+    server = start_gunicorn("--threads", "2", workers=1)
+    result = []
+    slow = threading.Thread(target=lambda: result.append(request(server.address, "GET", "/sleep?s=1.5")))
+    slow.start()
+    time.sleep(0.5)
+    server.send_signal(signal.SIGTERM)
+    slow.join(15)
+    assert result and result[0].status == 200 and result[0].body == b"slept"
+    assert server.wait(15) == 0
+
+
+def test_heartbeat_stopped_worker_is_replaced(start_gunicorn):
+    server = start_gunicorn("--timeout", "2", workers=1)
+    (stuck,) = server.worker_pids()
+    os.kill(stuck, signal.SIGSTOP)  # a worker whose loop no longer runs: no heartbeat
+    try:
+        wait_for(lambda: (server.worker_pids() - {stuck}), 20, what="a replacement worker")
+    finally:
+        try:
+            os.kill(stuck, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "WORKER TIMEOUT (pid:%d)" % stuck in server.log()
+    wait_for(lambda: stuck not in server.worker_pids(), 10, what="the stuck worker to be killed")
+    assert request(server.address, "GET", "/after").status == 200
+
+
+def test_importing_wsgi_fcgi_does_not_import_gunicorn():
+    code = "import sys, wsgi_fcgi, wsgi_fcgi.cli, wsgi_fcgi.client; print('gunicorn' in sys.modules)"
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=project_env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

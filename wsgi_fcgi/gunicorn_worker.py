@@ -1,0 +1,205 @@
+"""A gunicorn worker class that speaks FastCGI instead of HTTP.
+
+    gunicorn -k wsgi_fcgi.gunicorn_worker.FastCGIWorker -w 2 --threads 8 -b 127.0.0.1:9000 myapp:app
+
+gunicorn's master binds the listeners, forks, watches and recycles workers;
+each worker runs the same engine as `python -m wsgi_fcgi` (`server.Server`)
+on the sockets it inherited.  This module imports gunicorn, so nothing else in
+the package imports it: gunicorn stays an optional extra.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+import time
+from typing import Optional
+
+from gunicorn.workers.base import Worker
+
+from .server import Request, Server
+from .wsgi import INTERNAL_ERROR, encode_head
+
+_engine_log = logging.getLogger("wsgi_fcgi")
+
+
+class RequestInfo:
+    """What gunicorn's hooks and access log read from its `Request`, taken
+    from the FastCGI request's CGI environ."""
+
+    def __init__(self, environ: dict, fcgi_request: Request) -> None:
+        self.fcgi_request = fcgi_request
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.uri = environ["RAW_URI"]
+        self.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        self.query = environ.get("QUERY_STRING", "")
+        self.fragment = ""
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        major, _, minor = protocol.partition("/")[2].partition(".")
+        self.version = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (1, 1)
+        self.scheme = environ.get("wsgi.url_scheme", "http")
+        self.remote_addr = environ.get("REMOTE_ADDR")
+        self.body = environ.get("wsgi.input")
+        # gunicorn's req.headers: [(NAME, value)] with dashes, in upper case
+        self.headers = [(name[5:].replace("_", "-"), value) for name, value in environ.items()
+                        if name.startswith("HTTP_") and isinstance(value, str)]
+        for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(name):
+                self.headers.append((name.replace("_", "-"), environ[name]))
+
+
+class ResponseInfo:
+    """What gunicorn's post_request hook and access log read from its `Response`."""
+
+    def __init__(self, status: str, headers: list, sent: int) -> None:
+        self.status = status
+        self.status_code = int(status.split(None, 1)[0])
+        self.headers = headers
+        self.sent = sent  # body bytes, as gunicorn counts them (the 'b' atom)
+        self.response_length = sent
+
+
+def _split_cgi_head(response: bytes) -> tuple[str, list, int]:
+    """(status, headers, head length) of a complete CGI response the bridge wrote itself."""
+    head = response.partition(b"\r\n\r\n")[0]
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].partition(": ")[2]
+    headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+    return status, headers, len(head) + 4
+
+
+class _RunningRequest:
+    """What the worker remembers about a request between the app call and its end."""
+
+    __slots__ = ("environ", "req", "status", "headers")
+
+    def __init__(self, environ: dict, req: RequestInfo) -> None:
+        self.environ = environ
+        self.req = req
+        self.status: Optional[str] = None
+        self.headers: list = []
+
+
+class FastCGIWorker(Worker):
+    """gunicorn worker: FastCGI on gunicorn's listeners with wsgi_fcgi's engine."""
+
+    server: Optional[Server] = None
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self._adopt_gunicorn_logging()
+        self._running = threading.local()
+        self._count_lock = threading.Lock()
+        self.server = Server(
+            self._wrap_app(self.wsgi),
+            sockets=[getattr(sock, "sock", sock) for sock in self.sockets],
+            threads=max(1, cfg.threads),
+            max_connections=cfg.worker_connections,
+            # gunicorn's --keep-alive 0 means "no idle connections": close them
+            # at the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
+            keepalive_timeout=cfg.keepalive or 0.001,
+            multiprocess=cfg.workers > 1,
+            graceful_timeout=cfg.graceful_timeout,
+        )
+        self.server.on_tick.append(self._tick)
+        self.server.on_request_end.append(self._request_ended)
+        self.notify()
+        self.server.serve_forever()
+
+    def _adopt_gunicorn_logging(self) -> None:
+        """Send the engine's log lines to gunicorn's error log, same format and level."""
+        error_log = getattr(self.log, "error_log", None)
+        if error_log is None or _engine_log.handlers:
+            return
+        for handler in error_log.handlers:
+            _engine_log.addHandler(handler)
+        _engine_log.setLevel(error_log.level)
+        _engine_log.propagate = False
+
+    # -- gunicorn's worker contract -------------------------------------------
+
+    def _tick(self) -> None:
+        """In the loop thread, about once a second: the heartbeat the master's
+        --timeout watches, and the reasons to stop."""
+        self.notify()
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
+        if not self.alive:
+            self.server.shutdown(graceful=True)  # at most --graceful-timeout
+
+    def handle_exit(self, sig, frame) -> None:
+        """SIGTERM: finish the running requests (at most --graceful-timeout)."""
+        self.alive = False
+        if self.server is not None:
+            self.server.shutdown(graceful=True)
+
+    def handle_quit(self, sig, frame) -> None:
+        """SIGQUIT/SIGINT: stop now."""
+        if self.server is None:
+            super().handle_quit(sig, frame)
+            return
+        self.alive = False
+        self.cfg.worker_int(self)
+        self.server.shutdown(graceful=False)
+
+    # -- per request ---------------------------------------------------------------
+
+    def _wrap_app(self, app):
+        """The app behind gunicorn's pre_request hook, noting the response head
+        for the post_request hook and the access log."""
+        def wsgi_app(environ, start_response):
+            # gunicorn's RAW_URI: the request target as the client sent it
+            environ.setdefault("RAW_URI", environ.get("REQUEST_URI") or request_target(environ))
+            request = threading.current_thread().request  # a server.PoolThread
+            state = _RunningRequest(environ, RequestInfo(environ, request))
+            self._running.state = state
+            self.cfg.pre_request(self, state.req)
+
+            def noting_start_response(status, headers, exc_info=None):
+                state.status, state.headers = status, list(headers)
+                return start_response(status, headers, exc_info)
+
+            return app(environ, noting_start_response)
+
+        return wsgi_app
+
+    def _request_ended(self, request: Request) -> None:
+        """In the request thread, after FCGI_END_REQUEST went out."""
+        state = getattr(self._running, "state", None)
+        self._running.state = None
+        if state is not None and state.environ is request.environ:
+            self._after_app(request, state)
+        with self._count_lock:
+            self.nr += 1
+            recycle = self.nr >= self.max_requests and self.alive
+            if recycle:
+                self.alive = False
+        if recycle:
+            self.log.info("Autorestarting worker after current request.")
+            self.server.shutdown(graceful=True)
+
+    def _after_app(self, request: Request, state: _RunningRequest) -> None:
+        status, headers = request.status or state.status or "500 Internal Server Error", state.headers
+        if state.status == status:
+            head_length = len(encode_head(status, headers))
+        else:  # the app failed before its head went out: the bridge answered 500
+            status, headers, head_length = _split_cgi_head(INTERNAL_ERROR)
+        resp = ResponseInfo(status, headers, max(0, request.bytes_out - head_length))
+        elapsed = datetime.timedelta(seconds=time.monotonic() - request.started)
+        try:
+            self.log.access(resp, state.req, state.environ, elapsed)
+        except Exception:
+            self.log.exception("Error writing the access log")
+        try:
+            self.cfg.post_request(self, state.req, state.environ, resp)
+        except Exception:
+            self.log.exception("Exception in post_request hook")
+
+
+def request_target(environ: dict) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING")
+    return path + ("?" + query if query else "")
