@@ -169,6 +169,8 @@ def encode_head(status: str, headers: list) -> bytes:
     lines = ["Status: ", status, "\r\n"]
     for item in headers:
         try:
+            if isinstance(item, (str, bytes)):  # "XY" would unpack as ("X", "Y")
+                raise TypeError
             name, value = item
         except (TypeError, ValueError):
             raise InvalidResponse("header %r is not a (name, value) pair" % (item,)) from None

@@ -1,0 +1,414 @@
+"""The WSGI side (PEP 3333) without sockets: environ building, SCRIPT_NAME /
+PATH_INFO, response heads, start_response rules, and run_app's error handling.
+
+`run_app` writes to a transport (see wsgi.py's docstring); `Recorder` is such a
+transport that keeps what it was given."""
+
+import logging
+import sys
+
+import pytest
+
+from wsgi_fcgi.wsgi import (INTERNAL_ERROR, ErrorStream, FileWrapper, InvalidResponse, base_environ,
+                            build_environ, encode_head, params_to_environ, run_app, split_script_name,
+                            url_scheme)
+
+
+class Recorder:
+    """A transport: keeps the (data, end) calls; `gone=True` acts as a lost client."""
+
+    def __init__(self, gone=False):
+        self.sent = []
+        self.stderr = []
+        self.gone = gone
+
+    def send(self, data, end):
+        self.sent.append((data, end))
+        return not self.gone
+
+    def send_stderr(self, data):
+        self.stderr.append(data)
+
+    @property
+    def output(self):
+        return b"".join(data for data, _ in self.sent)
+
+    @property
+    def ended(self):
+        return [end for _, end in self.sent].count(True)
+
+
+def pairs(**params):
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in params.items()]
+
+
+# -- environ ---------------------------------------------------------------------
+
+def test_params_become_latin1_native_strings():
+    environ = params_to_environ([(b"PATH", b"/caf\xc3\xa9"), (b"HTTP_X", b"\xff")])
+    assert environ == {"PATH": "/caf\xc3\xa9", "HTTP_X": "\xff"}
+    assert all(type(v) is str for v in environ.values())
+
+
+def test_repeated_cookie_joined_with_semicolon_others_with_comma():
+    environ = params_to_environ([(b"HTTP_COOKIE", b"a=1"), (b"HTTP_ACCEPT", b"text/html"),
+                                 (b"HTTP_COOKIE", b"b=2"), (b"HTTP_ACCEPT", b"*/*"), (b"HTTP_COOKIE", b"c=3")])
+    assert environ["HTTP_COOKIE"] == "a=1; b=2; c=3"
+    assert environ["HTTP_ACCEPT"] == "text/html, */*"
+
+
+def test_http_content_length_and_type_are_dropped():
+    environ = params_to_environ(pairs(CONTENT_LENGTH="3", CONTENT_TYPE="text/plain",
+                                      HTTP_CONTENT_LENGTH="3", HTTP_CONTENT_TYPE="text/plain"))
+    assert environ == {"CONTENT_LENGTH": "3", "CONTENT_TYPE": "text/plain"}
+
+
+NGINX_STOCK = dict(REQUEST_URI="/a/b?x=1", SCRIPT_NAME="/a/b", DOCUMENT_URI="/a/b", QUERY_STRING="x=1")
+
+
+def split(script_name="", **params):
+    environ = dict(params)
+    split_script_name(environ, script_name)
+    return environ["SCRIPT_NAME"], environ["PATH_INFO"]
+
+
+def test_nginx_stock_params_at_the_root():
+    assert split(**NGINX_STOCK) == ("", "/a/b")
+
+
+def test_nginx_stock_params_under_a_prefix():
+    assert split("/a", **NGINX_STOCK) == ("/a", "/b")
+    assert split("/a", REQUEST_URI="/a", SCRIPT_NAME="/a") == ("/a", "")
+    assert split("/a", REQUEST_URI="/a/", SCRIPT_NAME="/a/") == ("/a", "/")
+    # a path that only starts with the same letters is not under the prefix
+    assert split("/a", REQUEST_URI="/ab/c", SCRIPT_NAME="/ab/c") == ("", "/ab/c")
+
+
+@pytest.mark.parametrize("uri, path_info", [
+    ("/a%2525b", "/a%25b"),                 # decoded exactly once
+    ("/caf%C3%A9", "/caf\xc3\xa9"),         # UTF-8 bytes as latin-1 chars (PEP 3333)
+    ("/a%20b?q=%20", "/a b"),               # the query is not part of the path
+    ("/a%2Fb", "/a/b"),
+    ("/plain", "/plain"),
+    ("http://example.com/abs/path?x", "/abs/path"),  # absolute-form request target
+])
+def test_path_is_percent_decoded_exactly_once(uri, path_info):
+    assert split(REQUEST_URI=uri, SCRIPT_NAME="/ignored") == ("", path_info)
+
+
+def test_prefix_and_encoded_path():
+    assert split("/app", REQUEST_URI="/app/caf%C3%A9/%2525") == ("/app", "/caf\xc3\xa9/%25")
+
+
+def test_server_split_is_kept_when_path_info_is_sent():
+    # lighttpd / Apache: the web server splits the path itself
+    assert split(SCRIPT_NAME="/app.fcgi", PATH_INFO="/x/y", REQUEST_URI="/app.fcgi/x/y") == ("/app.fcgi", "/x/y")
+    assert split(SCRIPT_NAME="/", PATH_INFO="x") == ("", "/x")
+
+
+def test_script_name_option_wins_over_the_server_split():
+    assert split("/app", SCRIPT_NAME="/app", PATH_INFO="/x", REQUEST_URI="/app/x") == ("/app", "/x")
+
+
+def test_without_request_uri_script_name_plus_path_info_is_used():
+    assert split(SCRIPT_NAME="/a", PATH_INFO="") == ("", "/a")
+    assert split("/a", SCRIPT_NAME="/a/b") == ("/a", "/b")
+    assert split() == ("", "")
+
+
+@pytest.mark.parametrize("params, scheme", [
+    ({}, "http"), ({"HTTPS": "on"}, "https"), ({"HTTPS": "ON"}, "https"), ({"HTTPS": "1"}, "https"),
+    ({"HTTPS": "off"}, "http"), ({"HTTPS": ""}, "http"), ({"REQUEST_SCHEME": "https"}, "https"),
+    ({"REQUEST_SCHEME": "http"}, "http"),
+])
+def test_url_scheme(params, scheme):
+    assert url_scheme(params) == scheme
+
+
+def test_build_environ_defaults_and_base():
+    base = base_environ(multithread=True, multiprocess=True)
+    environ = build_environ(pairs(REQUEST_URI="/x", SCRIPT_NAME="/x", HTTPS="on"), base)
+    assert environ["wsgi.version"] == (1, 0)
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ["wsgi.multithread"] is True and environ["wsgi.multiprocess"] is True
+    assert environ["wsgi.run_once"] is False
+    assert environ["wsgi.file_wrapper"] is FileWrapper
+    assert environ["REQUEST_METHOD"] == "GET" and environ["QUERY_STRING"] == ""
+    assert environ["SERVER_NAME"] and environ["SERVER_PORT"] and environ["SERVER_PROTOCOL"]
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("", "/x")
+
+
+# -- the response head --------------------------------------------------------
+
+def test_encode_head():
+    head = encode_head("404 Not Found", [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"),
+                                         ("Set-Cookie", "b=2"), ("X-Latin", "caf\xe9")])
+    assert head == (b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n"
+                    b"Set-Cookie: b=2\r\nX-Latin: caf\xe9\r\n\r\n")
+
+
+@pytest.mark.parametrize("status", ["200", "200 OK", "599 Custom Thing", "204 No Content"])
+def test_valid_statuses(status):
+    assert encode_head(status, []).startswith(b"Status: " + status.encode() + b"\r\n")
+
+
+@pytest.mark.parametrize("status", ["OK", "20 OK", "2000 OK", "099 Low", " 200 OK", "200 OK\r\nX: y",
+                                    "200 OK\n", 200, b"200 OK", "", "200\tOK"])
+def test_bad_status_is_refused(status):
+    with pytest.raises(InvalidResponse):
+        encode_head(status, [])
+
+
+@pytest.mark.parametrize("header", [
+    ("X-Bad", "a\r\nInjected: yes"), ("X-Bad", "a\nb"), ("X-Bad", "a\rb"), ("X-Bad", "nul\x00"),
+    ("X-Bad", "snowman \u2603"), ("Bad Name", "v"), ("Bad:Name", "v"), ("", "v"), ("X\r\nY", "v"),
+    ("Caf\xe9", "v"), (b"X-Bytes", "v"), ("X-Bytes", b"v"), ("X-Int", 1), ("only-one",), "XY",
+])
+def test_bad_headers_are_refused(header):
+    with pytest.raises(InvalidResponse):
+        encode_head("200 OK", [header])
+
+
+def test_tab_in_a_header_value_is_allowed():
+    assert encode_head("200 OK", [("X-Tab", "a\tb")]).endswith(b"X-Tab: a\tb\r\n\r\n")
+
+
+# -- run_app ----------------------------------------------------------------------
+
+ENVIRON = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+
+
+def run(app, **kw):
+    transport = Recorder(**kw)
+    response = run_app(app, dict(ENVIRON), transport)
+    return transport, response
+
+
+def test_single_chunk_response_is_one_send_with_the_end():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+    transport, response = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello", True)]
+    assert response.status == "200 OK"
+
+
+def test_headers_are_held_until_the_first_non_empty_chunk():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b""
+        yield b""
+        yield b"body"
+        yield b"more"
+    transport, _ = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\n\r\nbody", False), (b"more", False), (b"", True)]
+
+
+def test_empty_body_sends_the_head_with_the_end():
+    def app(environ, start_response):
+        start_response("204 No Content", [])
+        return []
+    transport, _ = run(app)
+    assert transport.sent == [(b"Status: 204 No Content\r\n\r\n", True)]
+
+
+def test_start_response_may_be_called_late_from_the_iterable():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b"x"
+    assert run(app)[0].output == b"Status: 200 OK\r\n\r\nx"
+
+
+def test_write_callable_sends_at_once_headers_first():
+    def app(environ, start_response):
+        write = start_response("200 OK", [("X-A", "1")])
+        write(b"written ")
+        assert transport.sent == [(b"Status: 200 OK\r\nX-A: 1\r\n\r\nwritten ", False)]
+        return [b"returned"]
+    transport = Recorder()
+    run_app(app, dict(ENVIRON), transport)
+    assert transport.output == b"Status: 200 OK\r\nX-A: 1\r\n\r\nwritten returned"
+    assert transport.ended == 1
+
+
+class ClosingBody:
+    def __init__(self, chunks, fail_at=None):
+        self.chunks = chunks
+        self.fail_at = fail_at
+        self.closed = 0
+
+    def __iter__(self):
+        for index, chunk in enumerate(self.chunks):
+            if index == self.fail_at:
+                raise RuntimeError("fails in iteration")
+            yield chunk
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.mark.parametrize("fail_at", [None, 0, 1])
+def test_close_is_always_called_once(fail_at):
+    body = ClosingBody([b"a", b"b"], fail_at)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return body
+    transport, _ = run(app)
+    assert body.closed == 1
+    assert transport.ended == 1
+
+
+def test_close_is_called_when_the_client_is_gone():
+    body = ClosingBody([b"a", b"b", b"c"])
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return body
+    transport, _ = run(app, gone=True)
+    assert body.closed == 1
+    assert len(transport.sent) == 1  # stopped after the first failed send
+
+
+def test_exception_before_headers_gives_a_500_without_traceback(caplog):
+    def app(environ, start_response):
+        raise RuntimeError("secret-token-123")
+    with caplog.at_level(logging.ERROR, "wsgi_fcgi.app"):
+        transport, response = run(app)
+    assert transport.sent == [(INTERNAL_ERROR, True)]
+    assert b"secret" not in transport.output and b"Traceback" not in transport.output
+    assert response.status.startswith("500")
+    assert "secret-token-123" in caplog.text and "Traceback" in caplog.text
+
+
+def test_exception_after_start_response_but_before_body_gives_a_500():
+    def app(environ, start_response):
+        start_response("200 OK", [("X-A", "1")])
+        raise RuntimeError("boom")
+    transport, _ = run(app)
+    assert transport.sent == [(INTERNAL_ERROR, True)]
+
+
+def test_exception_after_headers_ends_the_request_cleanly():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b"first"
+        raise RuntimeError("boom after headers")
+    transport, _ = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\n\r\nfirst", False), (b"", True)]
+
+
+def test_system_exit_in_the_app_is_caught():
+    def app(environ, start_response):
+        sys.exit(3)
+    transport, _ = run(app)
+    assert transport.sent == [(INTERNAL_ERROR, True)]
+
+
+def test_invalid_header_gives_a_500():
+    def app(environ, start_response):
+        start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
+        return [b"should not be sent"]
+    transport, _ = run(app)
+    assert transport.sent == [(INTERNAL_ERROR, True)]
+
+
+def test_body_that_is_not_bytes_gives_a_500():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return ["text, not bytes"]
+    assert run(app)[0].sent == [(INTERNAL_ERROR, True)]
+
+
+def test_body_before_start_response_gives_a_500():
+    def app(environ, start_response):
+        return [b"no head"]
+    assert run(app)[0].sent == [(INTERNAL_ERROR, True)]
+
+
+def test_second_start_response_without_exc_info_is_an_error():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        start_response("404 Not Found", [])
+        return [b"x"]
+    assert run(app)[0].sent == [(INTERNAL_ERROR, True)]
+
+
+def test_start_response_with_exc_info_before_the_head_is_sent_replaces_the_head():
+    def app(environ, start_response):
+        start_response("200 OK", [("X-Was", "ok")])
+        try:
+            raise ValueError("handled")
+        except ValueError:
+            start_response("500 Oops", [("X-Now", "error")], sys.exc_info())
+        return [b"error page"]
+    assert run(app)[0].sent == [(b"Status: 500 Oops\r\nX-Now: error\r\n\r\nerror page", True)]
+
+
+def test_start_response_with_exc_info_after_the_head_is_sent_reraises():
+    seen = []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"partial")
+        try:
+            raise ValueError("late")
+        except ValueError:
+            try:
+                start_response("500 Oops", [], sys.exc_info())
+            except ValueError as exc:
+                seen.append(exc)
+                raise
+        return [b"never"]
+    transport, _ = run(app)
+    assert [str(e) for e in seen] == ["late"]
+    assert transport.sent == [(b"Status: 200 OK\r\n\r\npartial", False), (b"", True)]
+
+
+def test_write_after_the_client_is_gone_raises_in_the_app_and_close_is_called():
+    body = ClosingBody([b"never"])
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"a")
+        return body
+    transport, _ = run(app, gone=True)
+    assert len(transport.sent) == 1
+    assert body.closed == 0  # write() raised before the body existed
+
+
+# -- wsgi.errors and wsgi.file_wrapper ------------------------------------------------
+
+def test_error_stream_sends_stderr_and_logs_whole_lines(caplog):
+    transport = Recorder()
+    errors = ErrorStream(transport)
+    with caplog.at_level(logging.ERROR, "wsgi_fcgi.app"):
+        assert errors.write("one\ntw") == 6
+        errors.writelines(["o\n", "three"])
+        errors.flush()
+    assert b"".join(transport.stderr) == b"one\ntwo\nthree"
+    assert [r.getMessage() for r in caplog.records] == ["one", "two", "three"]
+    with pytest.raises(TypeError):
+        errors.write(b"bytes")
+
+
+def test_file_wrapper_reads_in_blocks_and_closes(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10000)
+    f = open(path, "rb")
+    wrapper = FileWrapper(f, 4096)
+    assert [len(chunk) for chunk in wrapper] == [4096, 4096, 1808]
+    wrapper.close()
+    assert f.closed
+
+
+def test_file_wrapper_through_run_app(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789" * 10000)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](open(path, "rb"), 8192)
+    transport = Recorder()
+    run_app(app, dict(ENVIRON, **{"wsgi.file_wrapper": FileWrapper}), transport)
+    assert transport.output == b"Status: 200 OK\r\n\r\n" + path.read_bytes()
