@@ -4,6 +4,7 @@ wait for them, and stop them by PID.  Every wait is bounded."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,31 +147,41 @@ http {{
     scgi_temp_path {tmp}/scgi_temp;
     client_max_body_size 200m;
     {http}
-    server {{
+    {server_block}
+}}
+"""
+
+
+SERVER_BLOCK = """server {{
         listen 127.0.0.1:{port};
         server_name localhost;
         {server}
-    }}
-}}
-"""
+    }}"""
 
 
 class Nginx(Process):
     """A real nginx with `server_conf` inside its server block, on a free port.
 
     `{params}` in the config text is replaced by the path of Debian's stock
-    fastcgi_params; `{tmp}` by the temp directory.
+    fastcgi_params; `{tmp}` by the temp directory.  With `server_conf=None`
+    there is no server block of ours: `http_conf` brings its own, listening on
+    `port` (see `shipped_nginx_conf`).  A copy of the stock fastcgi_params
+    sits next to nginx.conf, so `include fastcgi_params;` works as in /etc/nginx.
     """
 
-    def __init__(self, tmp: Path, server_conf: str, http_conf: str = "", port: Optional[int] = None) -> None:
+    def __init__(self, tmp: Path, server_conf: Optional[str], http_conf: str = "",
+                 port: Optional[int] = None) -> None:
         self.tmp = Path(tmp) / "nginx"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         values = {"params": str(NGINX_PARAMS), "tmp": str(self.tmp)}
+        (self.tmp / "fastcgi_params").write_bytes(NGINX_PARAMS.read_bytes())
+        server_block = "" if server_conf is None else SERVER_BLOCK.format(
+            port=self.port,
+            server=server_conf.replace("{params}", values["params"]).replace("{tmp}", values["tmp"]))
         conf = NGINX_TEMPLATE.format(
-            tmp=self.tmp, port=self.port, user="user root;" if os.geteuid() == 0 else "",
-            server=server_conf.replace("{params}", values["params"]).replace("{tmp}", values["tmp"]),
+            tmp=self.tmp, user="user root;" if os.geteuid() == 0 else "", server_block=server_block,
             http=http_conf.replace("{params}", values["params"]).replace("{tmp}", values["tmp"]))
         self.conf_path = self.tmp / "nginx.conf"
         self.conf_path.write_text(conf)
@@ -200,3 +211,24 @@ def fastcgi_location(upstream: str, *, location: str = "/", extra: str = "") -> 
             %s
         }
     """ % (location, upstream, extra)
+
+
+NGINX_CONFS = ROOT / "nginx"
+_SHIPPED_LISTEN = "listen 127.0.0.1:8080;"
+
+
+def shipped_nginx_conf(name: str, port: int, backends: Sequence[str]) -> str:
+    """The text of nginx/NAME, the config users copy, with only its documented
+    values replaced: `listen 127.0.0.1:8080` by `port`, and the upstream's
+    `server ADDRESS` lines, in order, by `backends` (HOST:PORT or unix:PATH).
+    Load it with `Nginx(tmp, None, text, port=port)`."""
+    text = (NGINX_CONFS / name).read_text()
+    if text.count(_SHIPPED_LISTEN) != 1:
+        raise ValueError("%s: expected one %r" % (name, _SHIPPED_LISTEN))
+    text = text.replace(_SHIPPED_LISTEN, "listen 127.0.0.1:%d;" % port)
+    upstream_servers = re.compile(r"^([ \t]+server[ \t]+)([^\s;]+)", re.M)
+    found = upstream_servers.findall(text)
+    if len(found) != len(backends):
+        raise ValueError("%s has %d upstream servers, %d backends given" % (name, len(found), len(backends)))
+    addresses = iter(backends)
+    return upstream_servers.sub(lambda m: m.group(1) + next(addresses), text)

@@ -1,0 +1,111 @@
+"""examples/flask_app behind a real nginx, loaded from the configs in nginx/
+that users copy: routing and url_for at the root and under a prefix, the
+form, the JSON API, the upload and the streamed response."""
+
+import hashlib
+import os
+import re
+import time
+
+import pytest
+import requests
+
+from support import ROOT, free_port, shipped_nginx_conf
+
+FLASK_APP = ROOT / "examples" / "flask_app"
+
+
+@pytest.fixture
+def flask_site(start_wsgi_fcgi, start_nginx):
+    """flask_site(conf_name, *wsgi_fcgi_args, address=None) -> base URL."""
+
+    def start(conf_name, *args, address=None):
+        server = start_wsgi_fcgi("app:app", "--chdir", str(FLASK_APP), *args, address=address)
+        port = free_port()
+        start_nginx(None, shipped_nginx_conf(conf_name, port, [server.address]), port=port)
+        return "http://127.0.0.1:%d" % port
+
+    return start
+
+
+def test_pages_link_with_url_for_at_the_root(flask_site):
+    url = flask_site("wsgi-fcgi-tcp.conf")
+    r = requests.get(url + "/", timeout=10)
+    assert r.status_code == 200
+    assert 'href="/guestbook"' in r.text and 'href="/hello/caf%C3%A9"' in r.text
+    for link in re.findall(r'href="([^"]+)"', r.text):
+        assert requests.get(url + link.replace("&amp;", "&"), timeout=10).status_code == 200, link
+
+
+def test_pages_link_with_url_for_under_a_prefix(flask_site):
+    url = flask_site("wsgi-fcgi-prefix.conf", "--script-name", "/app")
+    r = requests.get(url + "/app/", timeout=10)
+    assert r.status_code == 200
+    assert 'href="/app/guestbook"' in r.text and "Mounted at <code>/app</code>" in r.text
+    links = re.findall(r'href="([^"]+)"', r.text)
+    assert links and all(link.startswith("/app/") for link in links)
+    for link in links:
+        assert requests.get(url + link.replace("&amp;", "&"), timeout=10).status_code == 200, link
+    # nginx's own answers around the mount point
+    assert requests.get(url + "/app", allow_redirects=False, timeout=10).headers["Location"].endswith("/app/")
+    assert requests.get(url + "/guestbook", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("conf_name, prefix", [("wsgi-fcgi-tcp.conf", ""), ("wsgi-fcgi-prefix.conf", "/app")])
+def test_percent_encoded_paths_route_and_round_trip(flask_site, conf_name, prefix):
+    url = flask_site(conf_name, *(["--script-name", prefix] if prefix else []))
+    cases = {"caf%C3%A9": "café", "a%20b": "a b", "a%2525b": "a%25b", "%E2%9C%93/x%2Fy": "✓/x/y"}
+    for encoded, name in cases.items():
+        r = requests.get("%s%s/hello/%s?q=1&q=2&u=%%C3%%BC" % (url, prefix, encoded), timeout=10)
+        assert r.status_code == 200, encoded
+        data = r.json()
+        assert data["name"] == name
+        assert data["script_root"] == prefix
+        assert data["path"] == "/hello/" + name
+        assert data["args"] == {"q": ["1", "2"], "u": ["ü"]}
+        # url_for builds the URL the client used (werkzeug quotes / as is).
+        assert data["url"] == prefix + "/hello/" + encoded.replace("%2F", "/")
+
+
+def test_form_post_redirects_and_shows_the_message(flask_site):
+    url = flask_site("wsgi-fcgi-tcp.conf")
+    session = requests.Session()
+    r = session.post(url + "/guestbook", data={"author": "Zoë", "message": "hello & <bye>"},
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["Location"] == "/guestbook"
+    page = session.get(url + r.headers["Location"], timeout=10)
+    assert "<strong>Zoë</strong>: hello &amp; &lt;bye&gt;" in page.text
+
+
+def test_json_api_creates_and_lists_over_the_unix_socket_config(flask_site, tmp_path):
+    url = flask_site("wsgi-fcgi-unix.conf", address="unix:%s" % (tmp_path / "app.sock"))
+    assert requests.get(url + "/api/items", timeout=10).json() == {"items": []}
+    r = requests.post(url + "/api/items", json={"name": "thé", "tags": ["a", "b"]}, timeout=10)
+    assert r.status_code == 201
+    item = r.json()
+    assert item["name"] == "thé" and r.headers["Location"] == "/api/items/%d" % item["id"]
+    assert requests.get(url + r.headers["Location"], timeout=10).json() == item
+    assert requests.get(url + "/api/items", timeout=10).json() == {"items": [item]}
+    assert requests.post(url + "/api/items", data="not json", timeout=10).status_code == 400
+    assert requests.get(url + "/api/items/999", timeout=10).status_code == 404
+
+
+def test_upload_reports_size_and_sha256(flask_site):
+    url = flask_site("wsgi-fcgi-tcp.conf")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    r = requests.post(url + "/upload", files={"file": ("blob.bin", data)}, timeout=30)
+    assert r.status_code == 200
+    assert r.json() == {"filename": "blob.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_streamed_response_arrives_in_pieces(flask_site):
+    url = flask_site("wsgi-fcgi-tcp.conf")
+    started = time.monotonic()
+    with requests.get(url + "/stream?lines=5&delay=0.4", stream=True, timeout=10) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines(chunk_size=1)
+        assert next(lines) == b"line 1 of 5 for 127.0.0.1"
+        # The first line is here before the app has produced the others (2 s).
+        assert time.monotonic() - started < 1.6
+        rest = list(lines)
+    assert rest == [b"line %d of 5 for 127.0.0.1" % n for n in range(2, 6)]
