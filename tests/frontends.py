@@ -95,14 +95,26 @@ DefaultRuntimeDir "{tmp}"
 {user}
 LoadModule mpm_event_module {modules}/mod_mpm_event.so
 LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule unixd_module {modules}/mod_unixd.so
 LoadModule proxy_module {modules}/mod_proxy.so
 LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so
 LoadModule setenvif_module {modules}/mod_setenvif.so
 LoadModule env_module {modules}/mod_env.so
 LoadModule rewrite_module {modules}/mod_rewrite.so
+<Directory />
+    AllowOverride None
+    Require all granted
+</Directory>
 {site}
 """
+
+
+def _let_others_search(path: Path) -> None:
+    """Apache's workers run as www-data and must reach DocumentRoot through
+    pytest's private (0700) temp dirs."""
+    for directory in (path, *path.parents):
+        if str(directory) in ("/", "/tmp"):
+            break
+        os.chmod(directory, os.stat(directory).st_mode | 0o711)
 
 
 class Apache(WebServer):
@@ -118,9 +130,9 @@ class Apache(WebServer):
         conf = tmp / "apache2.conf"
         conf.write_text(APACHE_TEMPLATE.format(tmp=tmp, port=port, user=user, site=site,
                                                modules="/usr/lib/apache2/modules"))
-        os.chmod(tmp, 0o755)
+        _let_others_search(tmp)
         super().__init__(tmp, ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], port,
-                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"})
+                         env={"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"})
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0):
         return super().stop(sig, timeout)
