@@ -1,0 +1,97 @@
+"""MODULE:APP as gunicorn reads it."""
+
+import itertools
+import sys
+
+import pytest
+
+from wsgi_fcgi.apploader import AppImportError, load_app
+
+_names = itertools.count()
+
+SOURCE = '''
+def application(environ, start_response):
+    return [b"application"]
+
+def app(environ, start_response):
+    return [b"app"]
+
+def create_app(name="default", **options):
+    def made(environ, start_response):
+        return [("%s %r" % (name, sorted(options.items()))).encode()]
+    return made
+
+not_callable = 42
+'''
+
+
+@pytest.fixture
+def module(tmp_path, monkeypatch):
+    """A fresh importable module with SOURCE (or given text); returns its name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    created = []
+
+    def make(text=SOURCE):
+        name = "loader_mod_%d" % next(_names)
+        (tmp_path / (name + ".py")).write_text(text)
+        created.append(name)
+        return name
+    yield make
+    for name in created:
+        sys.modules.pop(name, None)
+
+
+def body(app):
+    return b"".join(app({}, None))
+
+
+def test_module_colon_name(module):
+    assert body(load_app(module() + ":app")) == b"app"
+
+
+def test_module_alone_prefers_application_then_app(module):
+    assert body(load_app(module())) == b"application"
+    assert body(load_app(module("def app(e, s):\n    return [b'only app']\n"))) == b"only app"
+
+
+def test_factory_call(module):
+    assert body(load_app(module() + ":create_app()")) == b"default []"
+
+
+def test_factory_with_literal_arguments(module):
+    app = load_app(module() + ":create_app('prod', debug=False, n=3)")
+    assert body(app) == b"prod [('debug', False), ('n', 3)]"
+
+
+@pytest.mark.parametrize("suffix, message", [
+    (":missing", "no attribute 'missing'"),
+    (":not_callable", "not callable"),
+    (":create_app(open('x'))", "literals"),
+    (":a.b(", "cannot parse"),
+    (":app[0]", "name or a factory call"),
+])
+def test_bad_app_names(module, suffix, message):
+    with pytest.raises(AppImportError, match=message):
+        load_app(module() + suffix)
+
+
+def test_module_without_app(module):
+    with pytest.raises(AppImportError, match="no 'application' or 'app'"):
+        load_app(module("x = 1\n"))
+
+
+def test_missing_module():
+    with pytest.raises(AppImportError, match="cannot import module"):
+        load_app("no_such_module_here_at_all:app")
+
+
+def test_empty_module_name():
+    with pytest.raises(AppImportError):
+        load_app(":app")
+
+
+def test_import_error_inside_the_module_is_not_disguised(module):
+    # The module exists but imports something missing: the real error shows.
+    with pytest.raises(ImportError) as info:
+        load_app(module("import no_such_dependency_xyz\n"))
+    assert "no_such_dependency_xyz" in str(info.value)
