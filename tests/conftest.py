@@ -38,3 +38,25 @@ def start_nginx(tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def start_site(start_wsgi_fcgi, start_nginx):
+    """start_site(conf_name, app, *args, address=None, edit=None) -> (url, server).
+
+    wsgi_fcgi serving `app` (extra CLI `args`) behind a real nginx loaded from
+    the shipped config nginx/CONF_NAME; `edit(text) -> text` adds what one
+    test needs on top of that file.  `url` is the site's base URL.
+    """
+    from support import free_port, shipped_nginx_conf
+
+    def start(conf_name, app, *args, address=None, edit=None, **kw):
+        server = start_wsgi_fcgi(app, *args, address=address, **kw)
+        port = free_port()
+        conf = shipped_nginx_conf(conf_name, port, [server.address])
+        if edit is not None:
+            conf = edit(conf)
+        start_nginx(None, conf, port=port)
+        return "http://127.0.0.1:%d" % port, server
+
+    return start

@@ -10,20 +10,17 @@ import time
 import pytest
 import requests
 
-from support import ROOT, free_port, shipped_nginx_conf
+from support import ROOT
 
 FLASK_APP = ROOT / "examples" / "flask_app"
 
 
 @pytest.fixture
-def flask_site(start_wsgi_fcgi, start_nginx):
-    """flask_site(conf_name, *wsgi_fcgi_args, address=None) -> base URL."""
+def flask_site(start_site):
+    """flask_site(conf_name, *wsgi_fcgi_args, address=None, edit=None) -> base URL."""
 
-    def start(conf_name, *args, address=None):
-        server = start_wsgi_fcgi("app:app", "--chdir", str(FLASK_APP), *args, address=address)
-        port = free_port()
-        start_nginx(None, shipped_nginx_conf(conf_name, port, [server.address]), port=port)
-        return "http://127.0.0.1:%d" % port
+    def start(conf_name, *args, **kw):
+        return start_site(conf_name, "app:app", "--chdir", str(FLASK_APP), *args, **kw)[0]
 
     return start
 
