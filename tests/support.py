@@ -232,3 +232,70 @@ def shipped_nginx_conf(name: str, port: int, backends: Sequence[str]) -> str:
         raise ValueError("%s has %d upstream servers, %d backends given" % (name, len(found), len(backends)))
     addresses = iter(backends)
     return upstream_servers.sub(lambda m: m.group(1) + next(addresses), text)
+
+
+class FcgiConnection:
+    """A raw FastCGI connection for protocol tests: send any bytes, and collect
+    the records of several (multiplexed) requests as they come back."""
+
+    def __init__(self, address: str, timeout: float = 15.0) -> None:
+        from wsgi_fcgi import client, protocol
+        self.sock = client.connect(address, timeout)
+        self.parser = protocol.RecordParser()
+        self.records: list = []  # every record received, in order
+        self.eof = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_request(self, request_id: int, target: str = "/", body: bytes = b"", *, method: str = "GET",
+                     keep_conn: bool = True, role: Optional[int] = None, data: Optional[bytes] = None,
+                     headers=(), extra=()) -> None:
+        from wsgi_fcgi import client, protocol
+        params = client.cgi_params(method, target, headers=headers, body_length=len(body) if body else None,
+                                   extra=extra)
+        self.send(client.encode_request(request_id, params, body, role=role or protocol.RESPONDER,
+                                        keep_conn=keep_conn, data=data))
+
+    def receive(self) -> bool:
+        """One recv; False once the server closed its side."""
+        data = self.sock.recv(262144)
+        if not data:
+            self.eof = True
+            return False
+        self.records += self.parser.feed(data)
+        return True
+
+    def ended(self, request_id: int) -> bool:
+        from wsgi_fcgi import protocol
+        return any(r.type == protocol.END_REQUEST and r.request_id == request_id for r in self.records)
+
+    def wait_ended(self, *request_ids: int) -> dict:
+        """Read until every id has its FCGI_END_REQUEST; {id: client.Response}."""
+        while not all(self.ended(i) for i in request_ids):
+            if not self.receive():
+                raise ConnectionError("connection closed before FCGI_END_REQUEST of %s; got %r"
+                                      % (request_ids, self.records))
+        return {i: self.response(i) for i in request_ids}
+
+    def response(self, request_id: int):
+        from wsgi_fcgi import client, protocol
+        mine = [r for r in self.records if r.request_id == request_id]
+        end = next(r for r in mine if r.type == protocol.END_REQUEST)
+        return client.parse_cgi_response(b"".join(r.content for r in mine if r.type == protocol.STDOUT),
+                                         b"".join(r.content for r in mine if r.type == protocol.STDERR),
+                                         protocol.decode_end_request(end.content))
+
+    def wait_eof(self) -> None:
+        """Read (and keep) records until the server closes the connection."""
+        while self.receive():
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "FcgiConnection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

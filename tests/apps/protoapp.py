@@ -1,0 +1,76 @@
+"""Test apps for protocol, role and CLI tests.
+
+app (RESPONDER, AUTHORIZER and FILTER in one):
+  /slow-stream?n=N&id=X  N chunks, 50 ms apart; close() prints "closed X" to stderr
+  /no-read               answers at once without reading its body
+  /sleep?s=S             sleeps S seconds without reading its body
+  /authorize             AUTHORIZER: 200 with Variable-* headers if HTTP_AUTHORIZATION
+                         is "Bearer good", else 403
+  /filter                FILTER: answers "<stdin>|<FCGI_DATA upper-cased>"
+  anything else          "ok <PATH_INFO>"
+validated                 envapp.app wrapped in wsgiref.validate.validator
+create_app(greeting)      a factory: answers greeting
+"""
+
+import sys
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+import envapp
+
+
+def _query(environ, name, default):
+    return parse_qs(environ.get("QUERY_STRING", "")).get(name, [default])[0]
+
+
+class SlowStream:
+    def __init__(self, n, ident):
+        self.n = n
+        self.ident = ident
+
+    def __iter__(self):
+        for index in range(self.n):
+            time.sleep(0.05)
+            yield b"chunk %d\n" % index
+
+    def close(self):
+        print("closed %s" % self.ident, file=sys.stderr, flush=True)
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/slow-stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return SlowStream(int(_query(environ, "n", "100")), _query(environ, "id", "-"))
+    if path == "/no-read":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"did not read"]
+    if path == "/sleep":
+        time.sleep(float(_query(environ, "s", "1")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/authorize":
+        if environ.get("HTTP_AUTHORIZATION") == "Bearer good":
+            start_response("200 OK", [("Variable-REMOTE_USER", "alice"), ("Variable-ROLE", "admin")])
+        else:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"go away"]
+        return []
+    if path == "/filter":
+        stdin = environ["wsgi.input"].read()
+        data = environ["wsgi_fcgi.data"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [stdin + b"|" + data.upper()]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("ok " + path).encode("latin-1")]
+
+
+validated = validator(envapp.app)
+
+
+def create_app(greeting="hello"):
+    def greeter(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [greeting.encode("utf-8")]
+    return greeter
