@@ -189,7 +189,7 @@ def encode_head(status: str, headers: list) -> bytes:
 class Response:
     """`start_response`, `write` and the head-before-body rule of one request."""
 
-    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent")
+    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent", "finished")
 
     def __init__(self, transport) -> None:
         self.transport = transport
@@ -197,6 +197,7 @@ class Response:
         self.head_sent = False
         self.status: Optional[str] = None
         self.bytes_sent = 0
+        self.finished = False  # finish_request() was called: later output is dropped
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -216,7 +217,21 @@ class Response:
         if not self.send(data, end=False):
             raise ClientGone("request aborted or connection lost")
 
+    def finish_request(self) -> None:
+        """`environ['wsgi_fcgi.finish_request']()`, php-fpm's fastcgi_finish_request:
+        send the head (if start_response was called) and end the request now;
+        the app goes on, and whatever it sends later is dropped."""
+        if self.finished:
+            return
+        if not self.head_sent and self.head is not None:
+            self.send(b"", end=True)
+        else:
+            self.transport.send(b"", True)
+        self.finished = True
+
     def send(self, data: bytes, end: bool) -> bool:
+        if self.finished:
+            return True
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("the app gave %s, not bytes" % type(data).__name__)
@@ -233,6 +248,7 @@ class Response:
 def run_app(app: WSGIApp, environ: dict, transport) -> Response:
     """Call the app and stream its answer; never raises for the app's faults."""
     response = Response(transport)
+    environ["wsgi_fcgi.finish_request"] = response.finish_request
     try:
         result = app(environ, response.start_response)
         try:
