@@ -1,0 +1,163 @@
+"""One worker process under the master: loads the app itself (so a reload
+imports it afresh), serves the listening sockets it inherited, and reports to
+its scoreboard slot: a heartbeat about once a second from the loop's tick,
+counters after each request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from typing import Optional
+
+from . import accesslog
+from .listeners import ConfigError
+from .scoreboard import READY, RETIRING, STARTING, STOPPING, Scoreboard, Slot
+from .watchdog import Watchdog
+
+log = logging.getLogger("wsgi_fcgi")
+
+#: exit status of a worker whose app could not be loaded
+BOOT_FAILED = 3
+
+
+class Worker:
+    def __init__(self, args, sockets: list, scoreboard: Scoreboard, index: int, generation: int,
+                 master_pid: Optional[int]) -> None:
+        self.args = args
+        self.sockets = sockets
+        self.scoreboard = scoreboard
+        self.index = index
+        self.master_pid = master_pid
+        self.server = None
+        self.retiring = False
+        self.reopen_logs = False
+        self.max_requests = 0
+        if args.max_requests:
+            self.max_requests = args.max_requests + random.randint(0, args.max_requests_jitter)
+        self.slot = Slot(pid=os.getpid(), generation=generation, state=STARTING, started=time.time(),
+                         heartbeat=time.monotonic(), threads=args.threads)
+
+    def publish(self) -> None:
+        self.scoreboard.write(self.index, self.slot)
+
+    def run(self) -> int:
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)  # the master's business
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        self.publish()
+        from .cli import fail, load, server_options
+        try:
+            app = load(self.args)
+            try:
+                self.server = server = self._build_server(app, server_options(self.args))
+            except ConfigError as exc:
+                fail(str(exc), self.args.log_level == "debug")
+        except SystemExit:
+            return BOOT_FAILED  # cli.fail printed the reason
+        signal.signal(signal.SIGTERM, lambda *_: self.stop(graceful=True))
+        signal.signal(signal.SIGINT, lambda *_: self.stop(graceful=False))
+        signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        self.slot.state = READY
+        self.publish()
+        server.serve_forever()
+        return 0
+
+    def _build_server(self, app, options: dict):
+        from .server import Server
+        from .status import StatusPages
+
+        args = self.args
+        if args.status_path or args.ping_path:
+            app = StatusPages(app, status_path=args.status_path, ping_path=args.ping_path,
+                              pool=args.pool_name or args.app, scoreboard=self.scoreboard,
+                              sockets=self.sockets, refresh=self.refresh)
+        server = Server(app, sockets=self.sockets, **options)
+        server.on_tick.append(self.tick)
+        server.on_request_end.append(self.request_ended)
+        if args.access_log:
+            server.on_request_end.append(accesslog.AccessLogger(args.access_log_format))
+        if args.slow_request_timeout or args.request_timeout:
+            server.on_tick.append(Watchdog(server, args.slow_request_timeout, args.request_timeout,
+                                           on_slow=self._count_slow, on_timeout=self._count_timeout,
+                                           on_stuck=lambda: self.retire("a request is stuck past --request-timeout")))
+        return server
+
+    # -- reporting ---------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Publish the threads' current requests and the heartbeat."""
+        slot = self.slot
+        oldest = None
+        active = 0
+        for thread in self.server.pool:
+            request = thread.request
+            if request is not None:
+                active += 1
+                if oldest is None or request.started < oldest.started:
+                    oldest = request
+        slot.active = active
+        slot.max_active = max(slot.max_active, active)
+        slot.requests = self.server.requests_ended
+        slot.heartbeat = time.monotonic()
+        if oldest is None:
+            slot.request_since, slot.method, slot.uri = 0.0, b"", b""
+        else:
+            params = dict(oldest.params)
+            slot.request_since = oldest.started
+            slot.method = params.get(b"REQUEST_METHOD", b"")
+            slot.uri = params.get(b"REQUEST_URI", b"")
+        self.publish()
+
+    def tick(self) -> None:
+        if self.master_pid is not None and os.getppid() != self.master_pid:
+            log.error("worker %d: the master is gone; stopping", os.getpid())
+            self.stop(graceful=True)
+        if self.reopen_logs:
+            self.reopen_logs = False
+            accesslog.reopen_log_files()
+        self.refresh()
+
+    def request_ended(self, request) -> None:
+        # Sampled at every request end, while the ending thread still counts as
+        # busy: so no peak of concurrency is missed.
+        slot = self.slot
+        active = sum(1 for thread in self.server.pool if thread.request is not None)
+        slot.max_active = max(slot.max_active, active)
+        slot.requests = self.server.requests_ended
+        self.publish()
+        if self.max_requests and slot.requests >= self.max_requests:
+            self.retire("served %d requests (--max-requests)" % slot.requests)
+
+    def _count_slow(self) -> None:
+        self.slot.slow_requests += 1
+
+    def _count_timeout(self) -> None:
+        self.slot.timed_out += 1
+
+    # -- stopping ----------------------------------------------------------
+
+    def retire(self, why: str) -> None:
+        """Stop accepting, finish the running requests, exit; the master
+        replaces this worker as soon as it sees RETIRING."""
+        if self.retiring:
+            return
+        self.retiring = True
+        log.info("worker %d %s: retiring", os.getpid(), why)
+        self.slot.state = RETIRING
+        self.publish()
+        self.server.shutdown(graceful=True)
+
+    def stop(self, graceful: bool) -> None:
+        if not self.retiring:
+            self.slot.state = STOPPING
+            self.publish()
+        self.server.shutdown(graceful=graceful)
+
+    def _on_usr1(self, *_) -> None:
+        self.reopen_logs = True
+        self.server.wake()
