@@ -6,7 +6,6 @@ import argparse
 import logging
 import logging.handlers
 import os
-import signal
 import sys
 from typing import NoReturn, Optional
 
@@ -86,8 +85,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--error-log", default="-", metavar="FILE", help="error log file, - for stderr")
+    add_process_options(parser)
     parser.add_argument("--version", action="version", version="wsgi-fcgi " + __version__)
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    return value
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """The master, its workers, status pages and logs (README: Process model)."""
+    group = parser.add_argument_group("process manager")
+    group.add_argument("--no-master", action="store_true",
+                       help="serve in this one process, no master (for embedding and debugging); "
+                            "implies one worker")
+    group.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                       help="kill and replace a worker silent (no heartbeat) this long (default 30)")
+    group.add_argument("--max-requests", type=_count, default=0, metavar="N",
+                       help="recycle a worker after N requests (default 0: never)")
+    group.add_argument("--max-requests-jitter", type=_count, default=0, metavar="N",
+                       help="add 0..N at random to --max-requests per worker (default 0)")
+    group.add_argument("--restart-threshold", type=_positive, default=10, metavar="N",
+                       help="crash loop guard: after N worker deaths within --restart-window, "
+                            "back off before starting more (default 10)")
+    group.add_argument("--restart-window", type=_seconds, default=60.0, metavar="S",
+                       help="see --restart-threshold (default 60)")
+    group.add_argument("--status-path", metavar="PATH", help="serve the pool status page at PATH (off)")
+    group.add_argument("--ping-path", metavar="PATH", help="answer 'pong' at PATH (off)")
+    group.add_argument("--pool-name", metavar="NAME", help="pool name on the status page (default MODULE:APP)")
+    group.add_argument("--slow-request-timeout", type=_seconds, default=0.0, metavar="S",
+                       help="log the Python stack of a request still running after S seconds (0: off)")
+    group.add_argument("--request-timeout", type=_seconds, default=0.0, metavar="S",
+                       help="answer 504 and interrupt a request running longer than S seconds (0: off)")
+    group.add_argument("--pid", metavar="FILE", help="write the master's pid to FILE")
+    group.add_argument("--access-log", metavar="FILE", help="access log file, - for stderr (off)")
+    group.add_argument("--access-log-format", default=None, metavar="FORMAT",
+                       help="access log line, a Python format string over the atoms listed in the README")
 
 
 def configure_logging(level: str, error_log: str) -> None:
@@ -141,13 +191,36 @@ def main(argv: Optional[list] = None) -> None:
         except OSError as exc:
             fail("--chdir %s: %s" % (args.chdir, exc.strerror), debug)
     sys.path.insert(0, os.getcwd())
-    app = load(args)
+    if args.access_log:
+        from . import accesslog
+        try:
+            args.access_log_format = args.access_log_format or accesslog.DEFAULT_FORMAT
+            accesslog.check_format(args.access_log_format)
+            accesslog.configure(args.access_log)
+        except ConfigError as exc:
+            fail(str(exc), debug)
+        except OSError as exc:
+            fail("cannot open --access-log %s: %s" % (args.access_log, exc.strerror), debug)
     from .server import Server
     try:
-        server = Server(app, bind=args.bind, **server_options(args))
+        sockets = Server._bind(args.bind, args.backlog, args.socket_mode)
     except ConfigError as exc:
         fail(str(exc), debug)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown(graceful=True))
-    signal.signal(signal.SIGINT, lambda *_: server.shutdown(graceful=False))
-    signal.signal(signal.SIGQUIT, lambda *_: server.shutdown(graceful=False))
-    server.serve_forever()
+    if args.no_master:
+        sys.exit(run_single(args, sockets))
+    from .master import Master
+    sys.exit(Master(args, sockets).run())
+
+
+def run_single(args: argparse.Namespace, sockets: list) -> int:
+    """--no-master: the worker's code, in this process."""
+    from .listeners import remove_unix_socket
+    from .scoreboard import Scoreboard
+    from .worker import BOOT_FAILED, Worker
+    try:
+        code = Worker(args, sockets, Scoreboard(1), 0, generation=1, master_pid=None).run()
+    finally:
+        for sock in sockets:
+            remove_unix_socket(sock)
+            sock.close()
+    return 1 if code == BOOT_FAILED else code
