@@ -112,7 +112,7 @@ class Channel:
         self.released = False
 
     def __repr__(self) -> str:
-        return "<connection from %s>" % (self.peer or "unix socket")
+        return "<connection from %s>" % ("%s:%d" % self.peer[:2] if self.peer else "unix socket")
 
     # -- reading (loop thread) --------------------------------------------
 
