@@ -1,0 +1,223 @@
+"""FastCGI protocol points against a real `python -m wsgi_fcgi` process, over
+raw sockets: multiplexing, ABORT, KEEP_CONN, OVERLOADED, management records,
+no head-of-line blocking, draining unread input, many idle connections."""
+
+import socket
+import struct
+import time
+
+import pytest
+
+from support import FcgiConnection, wait_for
+from wsgi_fcgi import client
+from wsgi_fcgi import protocol as p
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from support import WsgiFcgi
+    proc = WsgiFcgi("protoapp:app", tmp_path_factory.mktemp("raw"), "--threads", "4", "--max-queue", "50")
+    yield proc
+    proc.stop()
+
+
+def connect(server):
+    return FcgiConnection(server.address)
+
+
+def params(target, **kw):
+    return client.cgi_params("GET", target, **kw)
+
+
+def test_get_values_answers_true_values(server):
+    with connect(server) as conn:
+        conn.send(p.encode_get_values([p.MAX_REQS, p.MPXS_CONNS, p.MAX_CONNS, b"FCGI_UNHEARD_OF"]))
+        while not conn.records:
+            assert conn.receive()
+        record, = conn.records
+        assert (record.type, record.request_id) == (p.GET_VALUES_RESULT, 0)
+        # 4 threads + 50 queued; 1024 connections is the default
+        assert p.decode_pairs(record.content) == [(p.MAX_REQS, b"54"), (p.MPXS_CONNS, b"1"), (p.MAX_CONNS, b"1024")]
+        # the connection stays usable
+        conn.send_request(1, "/after")
+        assert conn.wait_ended(1)[1].body == b"ok /after"
+
+
+def test_get_values_through_the_client_module(server):
+    assert client.get_values(server.address) == {"FCGI_MAX_CONNS": "1024", "FCGI_MAX_REQS": "54",
+                                                 "FCGI_MPXS_CONNS": "1"}
+
+
+def test_unknown_management_type(server):
+    with connect(server) as conn:
+        conn.send(p.encode_record(42, 0, b"what is this"))
+        while not conn.records:
+            assert conn.receive()
+        record, = conn.records
+        assert record.type == p.UNKNOWN_TYPE and p.decode_unknown_type(record.content) == 42
+
+
+def test_unknown_role(server):
+    with connect(server) as conn:
+        conn.send(p.encode_begin_request(7, 9, p.KEEP_CONN) + p.encode_params(7, params("/"))
+                  + p.encode_record(p.STDIN, 7))
+        response = conn.wait_ended(7)[7]
+        assert response.protocol_status == p.UNKNOWN_ROLE
+        assert not [r for r in conn.records if r.type == p.STDOUT]
+        conn.send_request(8, "/next")
+        assert conn.wait_ended(8)[8].body == b"ok /next"
+
+
+def test_keep_conn_set_keeps_the_connection(server):
+    with connect(server) as conn:
+        for request_id in (1, 1, 2):
+            conn.send_request(request_id, "/k%d" % request_id, keep_conn=True)
+            assert conn.wait_ended(request_id)[request_id].body == b"ok /k%d" % request_id
+            conn.records.clear()
+
+
+def test_keep_conn_clear_closes_after_end_request(server):
+    with connect(server) as conn:
+        conn.send_request(1, "/once", keep_conn=False)
+        response = conn.wait_ended(1)[1]
+        assert (response.status, response.body, response.protocol_status) == (200, b"ok /once", p.REQUEST_COMPLETE)
+        conn.wait_eof()
+        assert conn.records[-1].type == p.END_REQUEST
+
+
+def test_multiplexed_interleaved_requests_run_in_parallel(server):
+    with connect(server) as conn:
+        one, two = params("/sleep?s=1"), params("/sleep?s=1")
+        started = time.monotonic()
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)
+                  + p.encode_begin_request(2, p.RESPONDER, p.KEEP_CONN)
+                  + p.encode_record(p.PARAMS, 2, p.encode_pairs(two)) + p.encode_record(p.PARAMS, 2)
+                  + p.encode_record(p.PARAMS, 1, p.encode_pairs(one)) + p.encode_record(p.PARAMS, 1)
+                  + p.encode_record(p.STDIN, 2) + p.encode_record(p.STDIN, 1))
+        responses = conn.wait_ended(1, 2)
+        elapsed = time.monotonic() - started
+        assert responses[1].body == responses[2].body == b"slept"
+        assert elapsed < 1.8, "two 1 s requests on one connection took %.2f s" % elapsed
+
+
+def test_many_multiplexed_requests_each_get_their_own_answer(server):
+    with connect(server) as conn:
+        ids = list(range(1, 21))
+        conn.send(b"".join(client.encode_request(i, params("/r%d" % i), keep_conn=True) for i in ids))
+        responses = conn.wait_ended(*ids)
+        assert {i: r.body for i, r in responses.items()} == {i: b"ok /r%d" % i for i in ids}
+
+
+def test_abort_of_a_running_request(server):
+    with connect(server) as conn:
+        conn.send_request(1, "/slow-stream?n=200&id=abort-me")
+        wait_for(lambda: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
+                 what="the first chunk")
+        started = time.monotonic()
+        conn.send(p.encode_record(p.ABORT_REQUEST, 1))
+        response = conn.wait_ended(1)[1]
+        assert time.monotonic() - started < 3
+        assert response.protocol_status == p.REQUEST_COMPLETE
+        assert b"chunk 0\n" in response.body and b"chunk 199" not in response.body
+        wait_for(lambda: "closed abort-me" in server.log(), 5, what="the app's close()")
+        # the connection carries on
+        conn.send_request(2, "/after-abort")
+        assert conn.wait_ended(2)[2].body == b"ok /after-abort"
+
+
+def test_abort_before_params_end(server):
+    with connect(server) as conn:
+        conn.send(p.encode_begin_request(3, p.RESPONDER, p.KEEP_CONN) + p.encode_record(p.ABORT_REQUEST, 3))
+        response = conn.wait_ended(3)[3]
+        assert response.protocol_status == p.REQUEST_COMPLETE and response.body == b""
+
+
+def test_overloaded_past_the_per_connection_limit(server):
+    with connect(server) as conn:
+        # 100 live ids (params still open) is the default limit per connection
+        conn.send(b"".join(p.encode_begin_request(i, p.RESPONDER, p.KEEP_CONN) for i in range(1, 102)))
+        response = conn.wait_ended(101)[101]
+        assert response.protocol_status == p.OVERLOADED
+        assert not any(conn.ended(i) for i in range(1, 101))
+        # finishing one frees a slot
+        conn.send(p.encode_params(1, params("/freed")) + p.encode_record(p.STDIN, 1))
+        assert conn.wait_ended(1)[1].body == b"ok /freed"
+        conn.records.clear()
+        conn.send(client.encode_request(101, params("/now-fits"), keep_conn=True))
+        assert conn.wait_ended(101)[101].body == b"ok /now-fits"
+
+
+def test_no_head_of_line_blocking_behind_an_unread_body(server):
+    big = b"B" * (8 << 20)
+    with connect(server) as conn:
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)
+                  + p.encode_params(1, client.cgi_params("POST", "/sleep?s=4", body_length=len(big))))
+        started = time.monotonic()
+        conn.send(p.encode_stream(p.STDIN, 1, big) + p.encode_record(p.STDIN, 1))
+        conn.send_request(2, "/quick")
+        assert conn.wait_ended(2)[2].body == b"ok /quick"
+        elapsed = time.monotonic() - started
+        assert not conn.ended(1)
+        assert elapsed < 3.5, "the second request waited %.1f s behind an unread body" % elapsed
+        assert conn.wait_ended(1)[1].body == b"slept"
+
+
+def test_unread_stdin_is_drained_before_close_no_reset(server):
+    with connect(server) as conn:
+        body_length = 4 << 20
+        conn.send(p.encode_begin_request(1, p.RESPONDER, 0)
+                  + p.encode_params(1, client.cgi_params("POST", "/no-read", body_length=body_length))
+                  + p.encode_record(p.STDIN, 1, b"x" * 1000))
+        assert conn.wait_ended(1)[1].body == b"did not read"
+        conn.wait_eof()  # FIN from the server: KEEP_CONN was clear
+        # the web server still sends the body it had started; the server must
+        # read it rather than answer with a TCP reset
+        chunk = p.encode_stream(p.STDIN, 1, b"y" * 65535)
+        for _ in range(30):
+            conn.send(chunk)
+        conn.send(p.encode_record(p.STDIN, 1))
+        time.sleep(0.3)
+        assert conn.sock.recv(100) == b""  # raises ConnectionResetError on a reset
+
+
+def test_protocol_error_closes_only_that_connection(server):
+    with connect(server) as good:
+        good.send_request(1, "/before")
+        assert good.wait_ended(1)[1].body == b"ok /before"
+        with connect(server) as bad:
+            bad.send(b"\x07" + b"\0" * 15)
+            bad.wait_eof()
+        good.records.clear()
+        good.send_request(1, "/after")
+        assert good.wait_ended(1)[1].body == b"ok /after"
+    assert "protocol error" in server.log()
+
+
+def test_64_idle_keep_alive_connections_with_4_threads(server):
+    conns = [connect(server) for _ in range(64)]
+    try:
+        time.sleep(0.3)  # all idle and open at once
+        for round_ in range(2):
+            for index, conn in enumerate(conns):
+                conn.records.clear()
+                conn.send_request(1, "/c%d-%d" % (index, round_), keep_conn=True)
+            for index, conn in enumerate(conns):
+                assert conn.wait_ended(1)[1].body == b"ok /c%d-%d" % (index, round_)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_peer_disconnecting_mid_response_costs_nothing(server):
+    for _ in range(3):
+        conn = connect(server)
+        conn.send_request(1, "/slow-stream?n=100&id=vanished")
+        wait_for(lambda: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
+                 what="the first chunk")
+        # close with a reset, as a crashed web server would
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    wait_for(lambda: server.log().count("closed vanished") == 3, 10, what="close() of the vanished requests")
+    response = client.request(server.address, "GET", "/still-fine")
+    assert (response.status, response.body) == (200, b"ok /still-fine")
+    assert "Traceback" not in server.log()
