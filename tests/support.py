@@ -299,3 +299,51 @@ class FcgiConnection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def pool_status(address: str, path: str = "/status") -> dict:
+    """The --status-path page as JSON, fetched straight over FastCGI."""
+    import json
+    from wsgi_fcgi import client
+    response = client.request(address, "GET", path + "?json", timeout=10)
+    assert response.status == 200, response
+    return json.loads(response.body)
+
+
+def worker_pids(address: str, path: str = "/status") -> set:
+    """Pids of the ready (idle or busy) workers on the status page."""
+    return {w["pid"] for w in pool_status(address, path)["worker_list"] if w["state"] in ("idle", "busy")}
+
+
+class RequestLoop:
+    """GET `url` over and over in a thread (bounded by `max_seconds`), counting outcomes."""
+
+    def __init__(self, url: str, max_seconds: float = 30.0) -> None:
+        import threading
+        self.url = url
+        self.ok = 0
+        self.failures: list = []
+        self.pids: list = []
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import requests
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                r = requests.get(self.url, timeout=15)
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+                continue
+            if r.status_code == 200:
+                self.ok += 1
+                self.pids.append(r.text)
+            else:
+                self.failures.append("%d %s" % (r.status_code, r.text[:200]))
+
+    def stop(self) -> "RequestLoop":
+        self._stop.set()
+        self._thread.join(20)
+        return self
