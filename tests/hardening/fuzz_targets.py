@@ -54,7 +54,8 @@ def stream_from_bytes(data: bytes) -> bytes:
             content = bytes((0, 1 + length % 4, control & 1, 0, 0, 0, 0, 0))
         elif rtype in (p.PARAMS, p.GET_VALUES) and control & 0x40:
             content = p.encode_pairs([(content[:length // 2], content[length // 2:])])
-        out += bytes((version, rtype, 0, request_id, 0, len(content), padding, 0))
+        size = len(content)  # a pairs encoding may pass 255 bytes
+        out += bytes((version, rtype, 0, request_id, size >> 8, size & 0xFF, padding, 0))
         out += content + b"\0" * padding
     return bytes(out)
 

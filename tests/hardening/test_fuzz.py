@@ -106,3 +106,22 @@ def test_stream_from_bytes_reaches_requests():
     params = next(c for c in range(256) if c % 13 == p.PARAMS and (c >> 4) % 4 == (begin >> 4) % 4)
     data = fuzz_targets.stream_from_bytes(bytes((begin, 0, params, 0)))
     assert any(type(e) is RequestStarted for e in ServerConnection().receive_data(data))
+
+
+def test_atheris_run_bounded(tmp_path):
+    """Coverage-guided: a few seconds of atheris from the corpus (skipped if not installed)."""
+    pytest.importorskip("atheris")
+    import shutil
+    import subprocess
+
+    work = tmp_path / "corpus"
+    shutil.copytree(fuzz_targets.CORPUS, work)
+    seconds = os.environ.get("FUZZ_SECONDS", "4")
+    run = subprocess.run([sys.executable, fuzz_targets.__file__, "-max_total_time=" + seconds,
+                          "-artifact_prefix=%s/" % tmp_path, str(work)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=int(seconds) + 60)
+    found = sorted(tmp_path.glob("crash-*"))  # libFuzzer's artifacts
+    for path in found:  # keep what it found as a regression case
+        fuzz_targets.save_to_corpus(path.read_bytes())
+    assert run.returncode == 0 and not found, run.stderr[-3000:]
+    assert "Done" in run.stderr
