@@ -347,3 +347,11 @@ class RequestLoop:
         self._stop.set()
         self._thread.join(20)
         return self
+
+
+def process_stats(pid: int) -> dict:
+    """Resident memory (KiB), threads and open file descriptors of a live process, from /proc."""
+    status = Path("/proc/%d/status" % pid).read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
+            "fds": len(os.listdir("/proc/%d/fd" % pid))}
