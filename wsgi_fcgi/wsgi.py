@@ -77,6 +77,11 @@ def base_environ(*, multithread: bool = True, multiprocess: bool = False) -> dic
         "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
+        # wsgi.input returns b"" at the end of FCGI_STDIN, so it may be read
+        # to EOF even without CONTENT_LENGTH (a chunked upload through nginx's
+        # `fastcgi_request_buffering off`); werkzeug/Flask read such a body
+        # only when this is set, else they see it empty.
+        "wsgi.input_terminated": True,
         "SERVER_SOFTWARE": "wsgi-fcgi",
     }
 
