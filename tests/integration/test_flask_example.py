@@ -9,6 +9,7 @@ import time
 
 import pytest
 import requests
+from urllib3 import encode_multipart_formdata
 
 from support import ROOT
 
@@ -106,3 +107,33 @@ def test_streamed_response_arrives_in_pieces(flask_site):
         assert time.monotonic() - started < 1.6
         rest = list(lines)
     assert rest == [b"line %d of 5 for 127.0.0.1" % n for n in range(2, 6)]
+
+
+def test_chunked_upload_through_the_uploads_config(flask_site):
+    """No CONTENT_LENGTH (fastcgi_request_buffering off, Transfer-Encoding:
+    chunked): Flask reads the body to its end because wsgi_fcgi says that
+    wsgi.input ends there (wsgi.input_terminated)."""
+    url = flask_site("wsgi-fcgi-uploads.conf")
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    body, content_type = encode_multipart_formdata({"file": ("chunked.bin", data)})
+
+    def pieces():
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start:start + 256 * 1024]
+
+    r = requests.post(url + "/upload", data=pieces(), headers={"Content-Type": content_type}, timeout=60)
+    assert r.request.headers["Transfer-Encoding"] == "chunked"
+    assert r.json() == {"filename": "chunked.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_https_param_gives_https_urls(flask_site):
+    """TLS ended in front of nginx (or in nginx): `fastcgi_param HTTPS on`."""
+    def https_on(conf):
+        return conf.replace("fastcgi_keep_conn on;", "fastcgi_keep_conn on;\n        fastcgi_param HTTPS on;", 1)
+
+    url = flask_site("wsgi-fcgi-tcp.conf", edit=https_on)
+    data = requests.get(url + "/hello/caf%C3%A9", timeout=10).json()
+    # Debian's fastcgi_params send HTTP_HOST as $host: no port (see nginx/wsgi-fcgi-tcp.conf).
+    assert data["external_url"] == "https://127.0.0.1/hello/caf%C3%A9"
+    plain = flask_site("wsgi-fcgi-tcp.conf")
+    assert requests.get(plain + "/hello/x", timeout=10).json()["external_url"] == "http://127.0.0.1/hello/x"
