@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit deps venv bench clean
+.PHONY: demo test unit deps venv bench bench-micro clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: venv
+	$(PY) -m pip install -q matplotlib
 	$(PY) benchmarks/run.py
+
+bench-micro: venv
+	$(PY) -m pytest benchmarks/micro --benchmark-enable
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Reproduce the performance figures of the README (issue 7's targets).
+
+Runs the shared harness (../shared/bench/run.py: real nginx + wrk, every
+contender in one interleaved run) once per scenario, keeps its JSON, and
+writes a Markdown table, the ratios against the anchors and a PNG plot.
+
+    python3 benchmarks/run.py                       # every scenario, 5 rounds of 10 s
+    python3 benchmarks/run.py --scenarios hello --repeat 3 --duration 5
+    python3 benchmarks/run.py --report benchmarks/results/LATEST   # redo table + plot
+
+Needs the harness set up once: `bash ../shared/bench/setup.sh` (nginx, wrk,
+flup, uWSGI, gunicorn, the C libfcgi responder).  BENCH_HARNESS points
+elsewhere if the harness is not beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT.parent / "shared" / "bench" / "run.py"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+TWO_WORKERS = ("wsgi_fcgi-2w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
+               "--workers 2 --threads {threads} {module}:app")
+
+#: name -> (harness --app, contenders, extra harness args, [(A, B, target ratio)])
+SCENARIOS = {
+    "hello": ("hello", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http,"
+              "gunicorn-sync-http,c-libfcgi,nginx-static", [],
+              [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "flup-threaded-unix", 2.5),
+               ("wsgi_fcgi", "gunicorn-gthread-http", 2.5)]),
+    "flask": ("flask", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http", [],
+              [("wsgi_fcgi", "gunicorn-gthread-http", 1.3), ("wsgi_fcgi", "uwsgi-fastcgi", 1.0)]),
+    "echo": ("echo", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-sync-http", [],
+             [("wsgi_fcgi", "flup-threaded-unix", 2.0), ("wsgi_fcgi", "uwsgi-fastcgi", 1.0)]),
+    "big": ("big", "wsgi_fcgi,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
+            [("wsgi_fcgi", "c-libfcgi", 0.9)]),
+    "flask-2w": ("flask", "wsgi_fcgi,wsgi_fcgi-2w", ["--define", TWO_WORKERS],
+                 [("wsgi_fcgi-2w", "wsgi_fcgi", 1.4)]),
+}
+
+
+def run_scenario(name: str, out: Path, args) -> Path:
+    app, contenders, extra, _ = SCENARIOS[name]
+    json_path = out / ("%s.json" % name)
+    cmd = [sys.executable, str(HARNESS), "--project", str(ROOT), "--app", app,
+           "--contenders", contenders, "--repeat", str(args.repeat), "--duration", str(args.duration),
+           "--json", str(json_path), *extra]
+    print("+ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return json_path
+
+
+def ratios(doc: dict) -> dict:
+    """Per-round req/s ratio A/B for every pair of contenders, and its median."""
+    by_name = {s["contender"]: s for s in doc["summary"] if s.get("rps")}
+    result = {}
+    for a, sa in by_name.items():
+        for b, sb in by_name.items():
+            if a != b and len(sa["rps"]) == len(sb["rps"]):
+                per_round = sorted(x / y for x, y in zip(sa["rps"], sb["rps"]) if y)
+                if per_round:
+                    result[(a, b)] = per_round[len(per_round) // 2]
+    return result
+
+
+def report(out: Path) -> str:
+    lines = ["# Benchmark results (%s)" % out.name, ""]
+    docs = {}
+    for name in SCENARIOS:
+        path = out / ("%s.json" % name)
+        if path.exists():
+            docs[name] = json.loads(path.read_text())
+    lines += ["| scenario | contender | req/s median | p99 ms | backend CPU us/req | RSS MiB | PSS MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, doc in docs.items():
+        for s in doc["summary"]:
+            if "rps_median" in s:
+                lines.append("| %s | %s | %.0f | %.2f | %s | %.1f | %.1f |" % (
+                    name, s["contender"], s["rps_median"], s["p99_ms"],
+                    "%.0f" % s["backend_cpu_us_per_req"] if s.get("backend_cpu_us_per_req") else "-",
+                    s["rss_peak_kib"] / 1024 if s.get("rss_peak_kib") else 0,
+                    s["pss_peak_kib"] / 1024 if s.get("pss_peak_kib") else 0))
+    lines += ["", "| scenario | ratio (median of per-round req/s ratios) | measured | target | met |",
+              "| --- | --- | --- | --- | --- |"]
+    for name, doc in docs.items():
+        found = ratios(doc)
+        for a, b, target in SCENARIOS[name][3]:
+            value = found.get((a, b))
+            lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
+                name, a, b, "%.2f" % value if value else "-", target,
+                "yes" if value and value >= target else "no"))
+    meta = next(iter(docs.values()))["meta"] if docs else {}
+    if meta:
+        lines += ["", "Machine: %s CPUs (%s), kernel %s, %s; %s rounds of %s s, interleaved." % (
+            meta["versions"].get("cpus"), meta["versions"].get("cpu_model"), meta["versions"].get("kernel"),
+            meta["versions"].get("nginx"), meta.get("repeat"), meta.get("duration_s"))]
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    plot(docs, out / "results.png")
+    return text
+
+
+def plot(docs: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return
+    names = [n for n in docs if n != "flask-2w"]
+    if not names:
+        return
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7), squeeze=False)
+    for column, name in enumerate(names):
+        rows = [s for s in docs[name]["summary"] if "rps_median" in s]
+        labels = [s["contender"] for s in rows]
+        colours = ["tab:red" if s["contender"].startswith("wsgi_fcgi") else "tab:gray" for s in rows]
+        for row, (key, title) in enumerate((("rps_median", "req/s"), ("p99_ms", "p99 ms"))):
+            ax = axes[row][column]
+            ax.barh(labels, [s[key] for s in rows], color=colours)
+            ax.set_title("%s: %s" % (name, title), fontsize=10)
+            ax.tick_params(labelsize=8)
+            ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print("wrote %s" % path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--report", metavar="DIR", help="only rebuild results.md and the plot from DIR")
+    args = parser.parse_args()
+    if args.report:
+        print(report(Path(args.report)))
+        return
+    if not HARNESS.exists():
+        sys.exit("benchmark harness not found at %s (set BENCH_HARNESS)" % HARNESS)
+    out = RESULTS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.scenarios.split(","):
+        run_scenario(name.strip(), out, args)
+    print(report(out))
+
+
+if __name__ == "__main__":
+    main()
