@@ -8,7 +8,9 @@ app (RESPONDER, AUTHORIZER and FILTER in one):
                          is "Bearer good", else 403
   /filter                FILTER: answers "<stdin>|<FCGI_DATA upper-cased>"
   anything else          "ok <PATH_INFO>"
-validated                 envapp.app wrapped in wsgiref.validate.validator
+validated                 a PEP 3333 app exercising the server (body reads of every
+                          kind, write(), streaming, file_wrapper, errors, empty
+                          bodies) wrapped in wsgiref.validate.validator
 create_app(greeting)      a factory: answers greeting
 """
 
@@ -16,8 +18,6 @@ import sys
 import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
-
-import envapp
 
 
 def _query(environ, name, default):
@@ -66,7 +66,44 @@ def app(environ, start_response):
     return [("ok " + path).encode("latin-1")]
 
 
-validated = validator(envapp.app)
+def _compliant(environ, start_response):
+    """Uses only what PEP 3333 promises, so the validator checks the server."""
+    path = environ["PATH_INFO"]
+    stream = environ["wsgi.input"]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if path == "/lines":
+        first = stream.readline()
+        rest = stream.readlines()
+        body = b"%d:%d:" % (len(first), len(rest)) + first + b"".join(rest)
+    else:
+        body = stream.read(length)
+    environ["wsgi.errors"].write("validated %s\n" % path)
+    environ["wsgi.errors"].flush()
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"returned"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"%d\n" % i for i in range(1000))
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)
+    if path == "/empty":
+        start_response("204 No Content", [])
+        return []
+    if path == "/error":
+        try:
+            raise ValueError("handled by the app")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            return [b"app error page"]
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body))),
+                              ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+    return [body]
+
+
+validated = validator(_compliant)
 
 
 def create_app(greeting="hello"):
