@@ -8,8 +8,10 @@ server config; `shipped()` reads one and points it at the test's backend.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -152,16 +154,25 @@ class Haproxy(WebServer):
 
 
 class Caddy(WebServer):
+    """Caddy from a Caddyfile, run as JSON with config autosave off
+    (Caddy 2.6's Caddyfile has no option for that)."""
+
     name = "caddy"
 
     def __init__(self, tmp: Path, caddyfile: str, port: int) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        conf = tmp / "Caddyfile"
-        conf.write_text(caddyfile)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
+        (tmp / "Caddyfile").write_text(caddyfile)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp),
                "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
-        super().__init__(tmp, ["/usr/bin/caddy", "run", "--adapter", "caddyfile", "--config", conf],
-                         port, env=env)
+        adapted = subprocess.run(["/usr/bin/caddy", "adapt", "--config", tmp / "Caddyfile"],
+                                 capture_output=True, text=True, env=env, timeout=30)
+        if adapted.returncode:
+            raise RuntimeError("caddy adapt failed:\n" + adapted.stderr)
+        config = json.loads(adapted.stdout)
+        config.setdefault("admin", {})["config"] = {"persist": False}
+        conf = tmp / "caddy.json"
+        conf.write_text(json.dumps(config, indent=1))
+        super().__init__(tmp, ["/usr/bin/caddy", "run", "--config", conf], port, env=env)
 
     def error_log(self) -> str:
         return self.log()
