@@ -5,13 +5,16 @@ form, the JSON API, the upload and the streamed response."""
 import hashlib
 import os
 import re
+import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from urllib3 import encode_multipart_formdata
 
-from support import ROOT
+from support import PYTHON, ROOT, Process, can_connect, free_port, project_env, wait_for
 
 FLASK_APP = ROOT / "examples" / "flask_app"
 
@@ -137,3 +140,46 @@ def test_https_param_gives_https_urls(flask_site):
     assert data["external_url"] == "https://127.0.0.1/hello/caf%C3%A9"
     plain = flask_site("wsgi-fcgi-tcp.conf")
     assert requests.get(plain + "/hello/x", timeout=10).json()["external_url"] == "http://127.0.0.1/hello/x"
+
+
+def demo_process(tmp_path, port):
+    return Process([PYTHON, ROOT / "scripts" / "demo.py"], tmp_path / "demo.log", cwd=ROOT,
+                   env=project_env({"DEMO_PORT": str(port)}))
+
+
+def test_make_demo_serves_the_example_and_cleans_up_on_ctrl_c(tmp_path):
+    port = free_port()
+    demo = demo_process(tmp_path, port)
+    try:
+        url = "http://127.0.0.1:%d/" % port
+        wait_for(lambda: demo.proc.poll() is not None or url in demo.log(), 30, what="the demo's URL")
+        assert demo.proc.poll() is None, demo.log()
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and 'href="/guestbook"' in page.text
+        found = re.search(r"wsgi_fcgi pid (\d+), nginx pid (\d+), files in (\S+)", demo.log())
+        assert found, demo.log()
+        children, files = [int(found.group(1)), int(found.group(2))], Path(found.group(3))
+        assert files.is_dir()
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(30) == 0, demo.log()
+    finally:
+        demo.stop()
+    for pid in children:
+        assert not Path("/proc/%d" % pid).exists(), "child %d still running" % pid
+    assert not files.exists()
+    assert not can_connect("127.0.0.1:%d" % port)
+
+
+def test_make_demo_says_clearly_when_its_port_is_busy(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        demo = demo_process(tmp_path, port)
+        try:
+            code = demo.wait(30)
+        finally:
+            demo.stop()
+    assert code == 1
+    assert "port %d on 127.0.0.1 is in use" % port in demo.log()
+    assert "DEMO_PORT" in demo.log() and "Traceback" not in demo.log()
