@@ -41,6 +41,10 @@ _TICK = 1.0
 #: How long a closing connection may take to send us its unread input.
 _DRAIN_TIMEOUT = 5.0
 _ACCEPTS_PER_EVENT = 16
+_INLINE = os.environ.get("WF_INLINE") == "1"
+#: How long a stopping server waits for the first request of a connection it
+#: accepted: a web server opens a connection to send a request at once.
+_FIRST_REQUEST_GRACE = 2.0
 
 
 class RequestBodyTooLarge(ClientDisconnected):
@@ -106,11 +110,16 @@ class Channel:
         self.requests: dict[int, Request] = {}
         self.lock = threading.Lock()
         self.pending: collections.deque = collections.deque()
-        self.last_activity = time.monotonic()
+        self.last_activity = self.opened = time.monotonic()
+        self.had_request = False
         self.close_when_idle = False
         self.write_closed = False  # we sent FIN; reading what is left
         self.lost = False  # the peer is gone or the socket failed
         self.released = False
+
+    def awaiting_first_request(self, now: float) -> bool:
+        """Closing this idle connection now would fail the request on its way."""
+        return not self.had_request and now - self.opened < _FIRST_REQUEST_GRACE
 
     def __repr__(self) -> str:
         return "<connection from %s>" % ("%s:%d" % self.peer[:2] if self.peer else "unix socket")
@@ -457,7 +466,8 @@ class Server:
             if now >= next_tick:
                 next_tick = now + _TICK
                 self._tick(now)
-            if self._stop_at is not None and (not self.live_requests() or now >= self._stop_at):
+            if self._stop_at is not None and (now >= self._stop_at or (
+                    not self.live_requests() and not self._awaiting_first_requests(now))):
                 return
 
     def shutdown(self, graceful: bool = True, timeout: Optional[float] = None) -> None:
@@ -493,9 +503,11 @@ class Server:
             self._stop_accepting()
             for sock in self.sockets:
                 self.selector.unregister(sock)
+        now = time.monotonic()
         for channel in list(self.channels.values()):
             channel.close_when_idle = True
-            channel.close_if_idle()
+            if not channel.awaiting_first_request(now):
+                channel.close_if_idle()
 
     def _tick(self, now: float) -> None:
         for channel in list(self.channels.values()):
@@ -505,7 +517,7 @@ class Server:
                     channel.close_now()
             elif channel.lost and not channel.requests:
                 channel.close_now()
-            elif channel.close_when_idle and not channel.requests:
+            elif channel.close_when_idle and not channel.requests and not channel.awaiting_first_request(now):
                 channel.close_if_idle()
             elif channel.state.pending_bytes and idle > self.read_timeout:
                 log.info("%r: no data for %.0f s in the middle of a record, closing", channel, idle)
@@ -616,10 +628,14 @@ class Server:
     def live_requests(self) -> int:
         return self.requests_started - self.requests_ended
 
+    def _awaiting_first_requests(self, now: float) -> bool:
+        return any(channel.awaiting_first_request(now) for channel in self.channels.values())
+
     # -- requests -----------------------------------------------------------------
 
     def start_request(self, channel: Channel, event: RequestStarted) -> None:
         request = Request(channel, event, self.spool_size)
+        channel.had_request = True
         channel.requests[event.request_id] = request
         self.requests_started += 1
         if self.max_body_size and event.role != p.AUTHORIZER:
@@ -632,7 +648,8 @@ class Server:
                         self.threads, self.max_queue)
             channel.end_from_loop(request, simple_response("503 Service Unavailable", "Service Unavailable"))
             return
-        self.queue.put(request)
+        if _INLINE: self.handle_request(request)
+        else: self.queue.put(request)
 
     def feed_body(self, request: Request, data: bytes) -> None:
         if not data:
