@@ -16,7 +16,7 @@ from wsgi_fcgi import protocol as p
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from support import WsgiFcgi
-    proc = WsgiFcgi("protoapp:app", tmp_path_factory.mktemp("raw"), "--threads", "4", "--max-queue", "50")
+    proc = WsgiFcgi("protoapp:app", tmp_path_factory.mktemp("raw"), "--threads", "4", "--max-queue", "100")
     yield proc
     proc.stop()
 
@@ -36,15 +36,15 @@ def test_get_values_answers_true_values(server):
             assert conn.receive()
         record, = conn.records
         assert (record.type, record.request_id) == (p.GET_VALUES_RESULT, 0)
-        # 4 threads + 50 queued; 1024 connections is the default
-        assert p.decode_pairs(record.content) == [(p.MAX_REQS, b"54"), (p.MPXS_CONNS, b"1"), (p.MAX_CONNS, b"1024")]
+        # 4 threads + 100 queued; 1024 connections is the default
+        assert p.decode_pairs(record.content) == [(p.MAX_REQS, b"104"), (p.MPXS_CONNS, b"1"), (p.MAX_CONNS, b"1024")]
         # the connection stays usable
         conn.send_request(1, "/after")
         assert conn.wait_ended(1)[1].body == b"ok /after"
 
 
 def test_get_values_through_the_client_module(server):
-    assert client.get_values(server.address) == {"FCGI_MAX_CONNS": "1024", "FCGI_MAX_REQS": "54",
+    assert client.get_values(server.address) == {"FCGI_MAX_CONNS": "1024", "FCGI_MAX_REQS": "104",
                                                  "FCGI_MPXS_CONNS": "1"}
 
 
