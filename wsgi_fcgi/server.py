@@ -249,6 +249,10 @@ class Channel:
                 self.sock.sendall(out + p.encode_record(p.STDOUT, rid) + p.encode_end_request(rid))
         self.pending.append(end)
         self.flush_pending()
+        if not request.keep_conn:
+            # nginx without fastcgi_keep_conn waits for our close, not for END_REQUEST
+            self.close_when_idle = True
+            self.close_if_idle()
 
     def send_from_loop(self, data: bytes) -> None:
         self.pending.append(data)
