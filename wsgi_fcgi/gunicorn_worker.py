@@ -101,6 +101,8 @@ class FastCGIWorker(Worker):
             # at the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
             keepalive_timeout=cfg.keepalive or 0.001,
             multiprocess=cfg.workers > 1,
+            # gunicorn's way to mount an app under a prefix: --env SCRIPT_NAME=/prefix
+            script_name=os.environ.get("SCRIPT_NAME", ""),
             graceful_timeout=cfg.graceful_timeout,
         )
         self.server.on_tick.append(self._tick)

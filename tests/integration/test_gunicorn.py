@@ -1,8 +1,9 @@
 """The gunicorn worker class (issue 4): real gunicorn masters, real nginx in front."""
 
+import hashlib
+import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import (APPS, PYTHON, Process, can_connect, fastcgi_location, free_port, project_env,
-                     wait_for)
+from support import (APPS, PYTHON, FcgiConnection, Process, RequestLoop, can_connect, fastcgi_location,
+                     free_port, project_env, wait_for)
 from wsgi_fcgi import protocol as p
-from wsgi_fcgi.client import cgi_params, encode_request, parse_cgi_response, request
+from wsgi_fcgi.client import request
 
 gunicorn = pytest.importorskip("gunicorn")
 
@@ -79,17 +80,6 @@ def start_gunicorn(tmp_path):
         proc.stop(signal.SIGQUIT)
 
 
-def get_loop(url: str, stop: threading.Event, results: list) -> None:
-    """GET `url` until `stop`; append each status (or the exception's name)."""
-    with requests.Session() as session:
-        while not stop.is_set() and len(results) < 5000:
-            try:
-                r = session.get(url, timeout=15)
-                results.append((r.status_code, r.json()["pid"] if r.status_code == 200 else r.text[:200]))
-            except (requests.RequestException, ValueError) as exc:
-                results.append((type(exc).__name__, str(exc)[:200]))
-
-
 def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
     server = start_gunicorn("--threads", "4")
     nginx = start_nginx(fastcgi_location(server.upstream))
@@ -109,7 +99,6 @@ def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
     r = requests.post(nginx.url + "/upload", data=body, timeout=20)
     assert r.status_code == 200
     assert r.json()["body_length"] == len(body)
-    import hashlib
     assert r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
 
     r = requests.get(nginx.url + "/stream?n=50&size=100000", stream=True, timeout=20)
@@ -123,41 +112,27 @@ def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
 
 def test_multiplexed_requests_on_one_connection(start_gunicorn):
     server = start_gunicorn("--threads", "4", workers=1)
-    host, port = server.address.split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(encode_request(1, cgi_params("GET", "/sleep?s=1"), keep_conn=True)
-                     + encode_request(2, cgi_params("GET", "/fast?n=2"), keep_conn=True)
-                     + encode_request(3, cgi_params("POST", "/post", body_length=5), b"hello", keep_conn=True))
-        outputs = {1: [], 2: [], 3: []}
-        ended, ends = [], {}
-        parser = p.RecordParser()
-        deadline = time.monotonic() + 15
-        while len(ended) < 3 and time.monotonic() < deadline:
-            data = sock.recv(65536)
-            assert data, "connection closed early"
-            for record in parser.feed(data):
-                if record.type == p.STDOUT:
-                    outputs[record.request_id].append(record.content)
-                elif record.type == p.END_REQUEST:
-                    ended.append(record.request_id)
-                    ends[record.request_id] = p.decode_end_request(record.content)
-                    assert ends[record.request_id].protocol_status == p.REQUEST_COMPLETE
-    assert sorted(ended) == [1, 2, 3]
-    assert ended[-1] == 1, "the slow request must not hold back the others"
-    responses = {rid: parse_cgi_response(b"".join(out), b"", ends[rid]) for rid, out in outputs.items()}
-    assert responses[1].body == b"slept"
-    assert '"QUERY_STRING": "n=2"' in responses[2].body.decode()
-    assert '"body_length": 5' in responses[3].body.decode()
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/sleep?s=1")
+        conn.send_request(2, "/fast?n=2")
+        conn.send_request(3, "/post", b"hello", method="POST")
+        fast = conn.wait_ended(2, 3)
+        assert not conn.ended(1), "the slow request must not hold back the others"
+        slow = conn.wait_ended(1)[1]
+    assert slow.status == 200 and slow.body == b"slept"
+    assert json.loads(fast[2].body)["environ"]["QUERY_STRING"] == "n=2"
+    assert json.loads(fast[3].body)["body_length"] == 5
+    assert all(r.protocol_status == p.REQUEST_COMPLETE for r in (slow, *fast.values()))
 
 
-def test_unix_socket_single_thread(start_gunicorn, start_nginx, tmp_path):
+def test_unix_socket_single_thread_under_a_prefix(start_gunicorn, start_nginx, tmp_path):
     path = tmp_path / "app.sock"
-    server = start_gunicorn("--threads", "1", address="unix:%s" % path, workers=1)
-    nginx = start_nginx(fastcgi_location("unix:%s" % path))
-    r = requests.get(nginx.url + "/over/unix", timeout=10)
+    server = start_gunicorn("--threads", "1", "--env", "SCRIPT_NAME=/mnt", address="unix:%s" % path, workers=1)
+    nginx = start_nginx(fastcgi_location("unix:%s" % path, location="/mnt/"))
+    r = requests.get(nginx.url + "/mnt/over/unix", timeout=10)
     assert r.status_code == 200
     data = r.json()
-    assert data["environ"]["PATH_INFO"] == "/over/unix"
+    assert (data["environ"]["SCRIPT_NAME"], data["environ"]["PATH_INFO"]) == ("/mnt", "/over/unix")
     # one process, one thread: the app may rely on neither being true
     assert data["multithread"] is False and data["multiprocess"] is False
     assert request("unix:%s" % path, "GET", "/direct").status == 200
@@ -198,14 +173,24 @@ def test_access_log_format_and_hooks(start_gunicorn, tmp_path):
                      "pre GET /raise  None", "post /raise 500 21"]
 
 
-def test_hup_under_load_has_no_failures(start_gunicorn, start_nginx):
-    server = start_gunicorn("--threads", "4")
-    nginx = start_nginx(fastcgi_location(server.upstream))
+KEEPALIVE_UPSTREAM = """
+    upstream app {{
+        server {address};
+        keepalive 8;
+    }}
+"""
+
+
+@pytest.mark.parametrize("keep_conn", [False, True], ids=["new-connections", "fastcgi_keep_conn"])
+def test_hup_under_load_has_no_failures(start_gunicorn, start_nginx, keep_conn):
+    server = start_gunicorn("--threads", "4", "--keep-alive", "30")
+    if keep_conn:
+        nginx = start_nginx(fastcgi_location("app", extra="fastcgi_keep_conn on;"),
+                            KEEPALIVE_UPSTREAM.format(address=server.upstream))
+    else:
+        nginx = start_nginx(fastcgi_location(server.upstream))
     old_workers = server.worker_pids()
-    stop, results = threading.Event(), []
-    clients = [threading.Thread(target=get_loop, args=(nginx.url + "/x", stop, results)) for _ in range(3)]
-    for thread in clients:
-        thread.start()
+    loops = [RequestLoop(nginx.url + "/x", max_seconds=20) for _ in range(3)]
     try:
         time.sleep(0.7)
         server.send_signal(signal.SIGHUP)
@@ -213,12 +198,12 @@ def test_hup_under_load_has_no_failures(start_gunicorn, start_nginx):
                  what="the old workers to be replaced")
         time.sleep(0.7)
     finally:
-        stop.set()
-        for thread in clients:
-            thread.join(20)
-    failures = [r for r in results if r[0] != 200]
-    assert not failures, failures[:5]
-    served_by = {pid for _, pid in results}
+        for loop in loops:
+            loop.stop()
+    failures = [failure for loop in loops for failure in loop.failures]
+    assert not failures, (failures[:3], [line.partition("[error]")[2] for line in nginx.error_log().splitlines()
+                                         if "[error]" in line][:5])
+    served_by = {json.loads(text)["pid"] for loop in loops for text in loop.pids}
     assert served_by & old_workers and served_by - old_workers, "both generations served requests"
 
 
