@@ -89,21 +89,20 @@ class Worker:
 
     # -- reporting ---------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Publish the threads' current requests and the heartbeat."""
+    def refresh(self, ending=None) -> None:
+        """Publish the threads' current requests (but `ending`) and the counters."""
         slot = self.slot
         oldest = None
         active = 0
         for thread in self.server.pool:
             request = thread.request
-            if request is not None:
+            if request is not None and request is not ending:
                 active += 1
                 if oldest is None or request.started < oldest.started:
                     oldest = request
         slot.active = active
         slot.max_active = max(slot.max_active, active)
         slot.requests = self.server.requests_ended
-        slot.heartbeat = time.monotonic()
         if oldest is None:
             slot.request_since, slot.method, slot.uri = 0.0, b"", b""
         else:
@@ -120,6 +119,7 @@ class Worker:
         if self.reopen_logs:
             self.reopen_logs = False
             accesslog.reopen_log_files()
+        self.slot.heartbeat = time.monotonic()  # from the loop thread: a stuck loop stops it
         self.refresh()
 
     def request_ended(self, request) -> None:
@@ -128,8 +128,7 @@ class Worker:
         slot = self.slot
         active = sum(1 for thread in self.server.pool if thread.request is not None)
         slot.max_active = max(slot.max_active, active)
-        slot.requests = self.server.requests_ended
-        self.publish()
+        self.refresh(ending=request)
         if self.max_requests and slot.requests >= self.max_requests:
             self.retire("served %d requests (--max-requests)" % slot.requests)
 
