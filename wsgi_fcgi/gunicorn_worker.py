@@ -20,7 +20,7 @@ from typing import Optional
 from gunicorn.workers.base import Worker
 
 from .server import Request, Server
-from .wsgi import INTERNAL_ERROR, encode_head
+from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head
 
 _engine_log = logging.getLogger("wsgi_fcgi")
 
@@ -184,10 +184,12 @@ class FastCGIWorker(Worker):
             self.server.shutdown(graceful=True)
 
     def _after_app(self, request: Request, state: _RunningRequest) -> None:
-        status, headers = request.status or state.status or "500 Internal Server Error", state.headers
-        if state.status == status:
-            head_length = len(encode_head(status, headers))
-        else:  # the app failed before its head went out: the bridge answered 500
+        status, headers = request.status or "500 Internal Server Error", state.headers
+        try:
+            head_length = len(encode_head(status, headers)) if state.status == status else None
+        except InvalidResponse:
+            head_length = None
+        if head_length is None:  # the app failed before its head went out: the bridge answered 500
             status, headers, head_length = _split_cgi_head(INTERNAL_ERROR)
         resp = ResponseInfo(status, headers, max(0, request.bytes_out - head_length))
         elapsed = datetime.timedelta(seconds=time.monotonic() - request.started)

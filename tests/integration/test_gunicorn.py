@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from support import (APPS, PYTHON, FcgiConnection, Process, RequestLoop, can_connect, fastcgi_location,
+from support import (APPS, PYTHON, ROOT, FcgiConnection, Process, RequestLoop, can_connect, fastcgi_location,
                      free_port, project_env, wait_for)
 from wsgi_fcgi import protocol as p
 from wsgi_fcgi.client import request
@@ -255,3 +255,12 @@ def test_importing_wsgi_fcgi_does_not_import_gunicorn():
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=project_env(), timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_example_config_file(start_gunicorn):
+    server = start_gunicorn("-c", str(ROOT / "examples" / "gunicorn.conf.py"), workers=1)
+    assert request(server.address, "GET", "/from-config", headers=[("User-Agent", "conf-test")]).status == 200
+    assert request(server.address, "GET", "/raise").status == 500
+    wait_for(lambda: '"GET /from-config HTTP/1.1" 200' in server.log(), 10, what="the access log line")
+    assert '"conf-test" application/json' in server.log()
+    assert "GET /raise answered 500 Internal Server Error" in server.log()
