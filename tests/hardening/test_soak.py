@@ -1,0 +1,220 @@
+"""Soak: steady load through nginx into `wsgi_fcgi --workers 2` while a fault
+injector aborts requests, closes connections mid-response, sends
+FCGI_ABORT_REQUEST, makes the app raise, and SIGKILLs workers.
+
+Every request that was not deliberately faulted must succeed; afterwards the
+workers' memory, open files and threads are back to their baseline, and the
+app's close() ran for every stream that was cut (on a worker still alive).
+
+SOAK_SECONDS sets the length (default 60); e.g. SOAK_SECONDS=1800 for a long run.
+"""
+
+import hashlib
+import os
+import random
+import signal
+import socket
+import threading
+import time
+
+import requests
+
+from support import FcgiConnection, fastcgi_location, process_stats, wait_for, worker_pids
+from wsgi_fcgi import protocol as p
+
+SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+LOAD_THREADS = 3
+WORKERS = 2
+
+# nginx retries a request whose worker was killed before it answered, on the
+# same listening socket (listed twice: nginx does not retry a lone server).
+UPSTREAM = """
+upstream soak {{
+    server {address} max_fails=0;
+    server {address} max_fails=0;
+}}
+"""
+LOCATION_EXTRA = "fastcgi_next_upstream error timeout invalid_header non_idempotent;"
+
+
+class Figures:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.lost = []  # unfaulted requests that failed: must stay empty
+        self.faults = {"client-abort": 0, "mid-response-close": 0, "fcgi-abort": 0, "app-raise": 0,
+                       "sigkill": 0}
+        self.kill_times = []
+        self.stream_ids = []  # (id, start, end) of streams we cut
+
+    def count(self, fault):
+        with self.lock:
+            self.faults[fault] += 1
+
+
+def steady_load(url, figures, stop, seed):
+    rng = random.Random(seed)
+    session = requests.Session()
+    while not stop.is_set():
+        body = rng.randbytes(rng.choice([0, 100, 5000, 70000]))
+        try:
+            r = session.post(url + "/echo", data=body, timeout=20)
+            good = (r.status_code == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest())
+            failure = None if good else "%d %s" % (r.status_code, r.text[:200])
+        except (requests.RequestException, ValueError) as exc:
+            failure = repr(exc)
+        with figures.lock:
+            if failure:
+                figures.lost.append(failure)
+            else:
+                figures.ok += 1
+
+
+def fault_client_abort(ctx):
+    try:
+        requests.get(ctx["url"] + "/sleep?s=1", timeout=0.3)
+    except requests.RequestException:
+        pass
+
+
+def fault_mid_response_close(ctx):
+    """A browser that reads part of a streamed response through nginx, then leaves."""
+    ident = "http-%d" % ctx["rng"].randrange(1 << 30)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ctx["nginx_port"]), timeout=10) as sock:
+        sock.sendall(b"GET /slow-stream?n=40&id=%s HTTP/1.1\r\nHost: x\r\n\r\n" % ident.encode())
+        sock.recv(100)
+    ctx["figures"].stream_ids.append((ident, started, time.monotonic()))
+
+
+def fault_fcgi_close_or_abort(ctx):
+    """The web server itself resets a connection mid-response, or sends FCGI_ABORT_REQUEST."""
+    rng = ctx["rng"]
+    ident = "fcgi-%d" % rng.randrange(1 << 30)
+    started = time.monotonic()
+    with FcgiConnection(ctx["address"], timeout=10) as conn:
+        conn.send_request(1, "/slow-stream?n=40&id=" + ident, keep_conn=True)
+        while not any(r.type == p.STDOUT for r in conn.records):
+            if not conn.receive():
+                break
+        if rng.random() < 0.5:
+            conn.send(p.encode_record(p.ABORT_REQUEST, 1))
+            conn.wait_ended(1)  # spec 5.4: the aborted request still ends
+            fault = "fcgi-abort"
+        else:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # reset
+            fault = "mid-response-close"
+    ctx["figures"].stream_ids.append((ident, started, time.monotonic()))
+    return fault
+
+
+def fault_app_raise(ctx):
+    r = requests.get(ctx["url"] + "/raise", timeout=10)
+    assert r.status_code == 500 and b"secret" not in r.content
+
+
+def fault_sigkill(ctx):
+    pids = worker_pids(ctx["address"])
+    if len(pids) == WORKERS:
+        os.kill(rng_choice(ctx["rng"], pids), signal.SIGKILL)
+        ctx["figures"].kill_times.append(time.monotonic())
+        return True
+    return False
+
+
+def rng_choice(rng, items):
+    return rng.choice(sorted(items))
+
+
+def inject_faults(ctx, stop):
+    rng = ctx["rng"]
+    figures = ctx["figures"]
+    next_kill = time.monotonic() + 4
+    while not stop.is_set():
+        time.sleep(rng.uniform(0.1, 0.4))
+        try:
+            if time.monotonic() >= next_kill:
+                if fault_sigkill(ctx):
+                    figures.count("sigkill")
+                next_kill = time.monotonic() + rng.uniform(3, 6)
+                continue
+            choice = rng.randrange(4)
+            if choice == 0:
+                fault_client_abort(ctx)
+                figures.count("client-abort")
+            elif choice == 1:
+                fault_mid_response_close(ctx)
+                figures.count("mid-response-close")
+            elif choice == 2:
+                figures.count(fault_fcgi_close_or_abort(ctx))
+            else:
+                fault_app_raise(ctx)
+                figures.count("app-raise")
+        except (OSError, requests.RequestException, ConnectionError):
+            pass  # a fault may itself fail when a kill lands on it: it was deliberate either way
+
+
+def workers_stats(address):
+    return {pid: process_stats(pid) for pid in worker_pids(address)}
+
+
+def warm_up(url, address):
+    session = requests.Session()
+    for _ in range(60):
+        assert session.post(url + "/echo", data=b"w" * 70000, timeout=10).status_code == 200
+    wait_for(lambda: len(worker_pids(address)) == WORKERS, 20, what="%d workers" % WORKERS)
+
+
+def test_soak_with_faults_loses_no_request(start_wsgi_fcgi, start_nginx):
+    server = start_wsgi_fcgi("soakapp:app", "--workers", str(WORKERS), "--threads", "4",
+                             "--status-path", "/status", "--log-level", "info")
+    nginx = start_nginx(fastcgi_location("soak", extra=LOCATION_EXTRA),
+                        http_conf=UPSTREAM.format(address=server.address))
+    warm_up(nginx.url, server.address)
+    baseline = workers_stats(server.address)
+    figures = Figures()
+    ctx = {"url": nginx.url, "nginx_port": nginx.port, "address": server.address,
+           "figures": figures, "rng": random.Random(1234)}
+    stop = threading.Event()
+    threads = [threading.Thread(target=steady_load, args=(nginx.url, figures, stop, seed), daemon=True)
+               for seed in range(LOAD_THREADS)]
+    threads.append(threading.Thread(target=inject_faults, args=(ctx, stop), daemon=True))
+    for thread in threads:
+        thread.start()
+    time.sleep(SECONDS)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+
+    total_faults = sum(figures.faults.values())
+    print("\nsoak %.0f s: %d requests ok, faults injected %r (total %d), requests lost %d"
+          % (SECONDS, figures.ok, figures.faults, total_faults, len(figures.lost)))
+    assert not figures.lost, figures.lost[:10]
+    assert figures.ok > 20 * SECONDS / 10
+    assert figures.faults["sigkill"] >= 1 and total_faults >= SECONDS
+
+    # close() ran for every cut stream, except those a SIGKILL may have taken with it
+    def unclosed():
+        log = server.log()
+        return [ident for ident, start, end in figures.stream_ids
+                if "closed %s\n" % ident not in log
+                and not any(start - 1 <= kill <= end + 3 for kill in figures.kill_times)]
+    wait_for(lambda: not unclosed(), 15, what="close() of every cut stream")
+
+    # the workers come back to their baseline: memory, open files, threads
+    def settled():
+        stats = workers_stats(server.address)
+        if len(stats) != WORKERS:
+            return None
+        top = {key: max(s[key] for s in baseline.values()) for key in ("rss_kib", "fds", "threads")}
+        if all(s["fds"] <= top["fds"] + 2 and s["threads"] <= top["threads"]
+               and s["rss_kib"] <= top["rss_kib"] + 40 * 1024 for s in stats.values()):
+            return stats
+        return None
+    try:
+        wait_for(settled, 20, interval=0.5, what="workers back to baseline")
+    except TimeoutError:
+        raise AssertionError("baseline %r, now %r" % (baseline, workers_stats(server.address))) from None
+    # and they still serve
+    assert requests.post(nginx.url + "/echo", data=b"after", timeout=10).status_code == 200
