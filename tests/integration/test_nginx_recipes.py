@@ -1,0 +1,127 @@
+"""nginx recipes beyond the basic configs, each loaded from nginx/: the stock
+fastcgi_params, fastcgi.conf (SCRIPT_FILENAME), fastcgi_split_path_info
+(with a rewrite), and the classic tutorial layout (`location ~ \\.cgi$`,
+fastcgi_index)."""
+
+import shutil
+
+import pytest
+import requests
+
+from support import NGINX_PARAMS, Nginx, WsgiFcgi, fastcgi_location, free_port, shipped_nginx_conf
+
+LATIN1_CAFE = "/café/x".encode().decode("latin-1")
+
+
+@pytest.fixture(scope="module")
+def envapp(tmp_path_factory):
+    server = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("recipes-envapp"))
+    yield server
+    server.stop()
+
+
+def start_recipe(tmp, name, backend, **replace):
+    port = free_port()
+    text = shipped_nginx_conf(name, port, [backend.address])
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    (tmp / "nginx").mkdir(parents=True, exist_ok=True)
+    shutil.copy(NGINX_PARAMS.with_name("fastcgi.conf"), tmp / "nginx" / "fastcgi.conf")
+    return Nginx(tmp, None, text, port=port)
+
+
+def environ_of(url):
+    response = requests.get(url, timeout=10, allow_redirects=False)
+    assert response.status_code == 200, response.text
+    return response.json()["environ"]
+
+
+def test_stock_fastcgi_params(envapp, tmp_path):
+    nginx = Nginx(tmp_path, fastcgi_location(envapp.address))
+    try:
+        env = environ_of(nginx.url + "/caf%C3%A9/x?q=1")
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", LATIN1_CAFE, "q=1")
+        assert env["DOCUMENT_URI"] == LATIN1_CAFE and "SCRIPT_FILENAME" not in env
+    finally:
+        nginx.stop()
+
+
+@pytest.fixture(scope="module")
+def fastcgi_conf_site(envapp, tmp_path_factory):
+    nginx = start_recipe(tmp_path_factory.mktemp("recipe-fastcgi-conf"), "wsgi-fcgi-fastcgi-conf.conf", envapp)
+    yield nginx
+    nginx.stop()
+
+
+def test_fastcgi_conf_adds_script_filename(fastcgi_conf_site):
+    env = environ_of(fastcgi_conf_site.url + "/a/b?x=1")
+    assert env["SCRIPT_FILENAME"] == "/var/www/html/a/b"
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/a/b", "x=1")
+
+
+@pytest.fixture(scope="module")
+def split_site(envapp, tmp_path_factory):
+    nginx = start_recipe(tmp_path_factory.mktemp("recipe-split"), "wsgi-fcgi-split-path-info.conf", envapp)
+    yield nginx
+    nginx.stop()
+
+
+@pytest.mark.parametrize("path, path_info", [
+    ("/app/", "/"), ("/app/x/y?q=1", "/x/y"), ("/app/caf%C3%A9/x", LATIN1_CAFE), ("/app/a%2525b", "/a%25b"),
+])
+def test_split_path_info(split_site, path, path_info):
+    env = environ_of(split_site.url + path)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", path_info)
+    assert env["REQUEST_URI"] == path
+
+
+def test_split_path_info_follows_a_rewrite(split_site):
+    env = environ_of(split_site.url + "/old/page?x=1")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/app", "/page", "x=1")
+    assert env["REQUEST_URI"] == "/old/page?x=1"
+
+
+def test_split_path_info_bare_prefix_redirects(split_site):
+    response = requests.get(split_site.url + "/app", timeout=10, allow_redirects=False)
+    assert response.status_code == 301 and response.headers["Location"].endswith("/app/")
+
+
+@pytest.fixture(scope="module")
+def classic_site(envapp, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe-classic")
+    docroot = tmp / "htdocs"
+    docroot.mkdir()
+    (docroot / "index.html").write_text("static index\n")
+    nginx = start_recipe(tmp, "wsgi-fcgi-classic.conf", envapp, **{"root /var/www/html;": "root %s;" % docroot})
+    nginx.docroot = docroot
+    yield nginx
+    nginx.stop()
+
+
+def test_classic_cgi_location(classic_site):
+    env = environ_of(classic_site.url + "/app.cgi?x=1")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/app.cgi", "x=1")
+    assert env["SCRIPT_FILENAME"] == "%s/app.cgi" % classic_site.docroot
+
+
+def test_classic_fastcgi_index(classic_site):
+    env = environ_of(classic_site.url + "/cgi-bin/")
+    assert env["SCRIPT_FILENAME"] == "%s/cgi-bin/index.cgi" % classic_site.docroot
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/cgi-bin/")
+
+
+def test_classic_static_files_stay_with_nginx(classic_site):
+    response = requests.get(classic_site.url + "/", timeout=10)
+    assert (response.status_code, response.text) == (200, "static index\n")
+    assert requests.get(classic_site.url + "/nothing.html", timeout=10).status_code == 404
+
+
+def test_classic_with_script_name(tmp_path):
+    backend = WsgiFcgi("envapp:app", tmp_path, "--script-name", "/app.cgi")
+    nginx = start_recipe(tmp_path, "wsgi-fcgi-classic.conf", backend)
+    try:
+        env = environ_of(nginx.url + "/app.cgi")
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app.cgi", "")
+    finally:
+        nginx.stop()
+        backend.stop()
