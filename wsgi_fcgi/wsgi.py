@@ -17,6 +17,8 @@ import sys
 from typing import Callable, Iterable, Optional
 from urllib.parse import unquote_to_bytes
 
+from .body import ClientDisconnected
+
 log = logging.getLogger("wsgi_fcgi")
 app_log = logging.getLogger("wsgi_fcgi.app")
 
@@ -268,7 +270,7 @@ def run_app(app: WSGIApp, environ: dict, transport) -> Response:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-    except ClientGone:
+    except (ClientGone, ClientDisconnected):  # the latter from wsgi.input: aborted or lost mid-body
         log.debug("%s %s: client went away before the response was complete",
                   environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", environ.get("PATH_INFO")))
     except BaseException:  # SystemExit in a request too: the app's fault, not the thread's
