@@ -3,6 +3,7 @@
 app (RESPONDER, AUTHORIZER and FILTER in one):
   /slow-stream?n=N&id=X  N chunks, 50 ms apart; close() prints "closed X" to stderr
   /no-read               answers at once without reading its body
+  /read-body             reads CONTENT_LENGTH bytes of body, answers how many it got
   /sleep?s=S             sleeps S seconds without reading its body
   /authorize             AUTHORIZER: 200 with Variable-* headers if HTTP_AUTHORIZATION
                          is "Bearer good", else 403
@@ -43,6 +44,10 @@ def app(environ, start_response):
     if path == "/slow-stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return SlowStream(int(_query(environ, "n", "100")), _query(environ, "id", "-"))
+    if path == "/read-body":
+        data = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"read %d" % len(data)]
     if path == "/no-read":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"did not read"]

@@ -412,3 +412,20 @@ def test_file_wrapper_through_run_app(tmp_path):
     transport = Recorder()
     run_app(app, dict(ENVIRON, **{"wsgi.file_wrapper": FileWrapper}), transport)
     assert transport.output == b"Status: 200 OK\r\n\r\n" + path.read_bytes()
+
+
+def test_body_read_failing_because_the_client_left_is_no_app_error(caplog):
+    from wsgi_fcgi.body import ClientDisconnected, RequestBody
+
+    body = RequestBody()
+    body.fail(ClientDisconnected("request aborted by the web server"))
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read(10)
+        start_response("200 OK", [])
+        return [b"never"]
+    transport = Recorder(gone=True)
+    with caplog.at_level(logging.DEBUG, "wsgi_fcgi"):
+        run_app(app, dict(ENVIRON, **{"wsgi.input": body}), transport)
+    assert transport.sent == []  # nothing to say to a client that is gone
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
