@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -32,12 +33,13 @@ def _control_socket_args():
 class Gunicorn(Process):
     """`gunicorn -k FastCGIWorker ... envapp:app`, bound to `address` (a free port by default)."""
 
-    def __init__(self, tmp: Path, *args: str, address=None, app: str = "envapp:app", workers: int = 2) -> None:
+    def __init__(self, tmp: Path, *args: str, address=None, app: str = "envapp:app", workers: int = 2,
+                 bind=None, pass_fds=()) -> None:
         self.address = address or "127.0.0.1:%d" % free_port()
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        cmd = [*GUNICORN, "-k", WORKER, "-w", str(workers), "-b", self.address, "--timeout", "20",
+        cmd = [*GUNICORN, "-k", WORKER, "-w", str(workers), "-b", bind or self.address, "--timeout", "20",
                "--graceful-timeout", "10", *_control_socket_args(), *args, app]
-        super().__init__(cmd, Path(tmp) / "gunicorn.log", cwd=APPS, env=project_env())
+        super().__init__(cmd, Path(tmp) / "gunicorn.log", cwd=APPS, env=project_env(), pass_fds=pass_fds)
         wait_for(lambda: self.proc.poll() is not None or can_connect(self.address), 20, what="gunicorn")
         if self.proc.poll() is not None:
             raise RuntimeError("gunicorn exited:\n" + self.log())
@@ -264,3 +266,15 @@ def test_example_config_file(start_gunicorn):
     wait_for(lambda: '"GET /from-config HTTP/1.1" 200' in server.log(), 10, what="the access log line")
     assert '"conf-test" application/json' in server.log()
     assert "GET /raise answered 500 Internal Server Error" in server.log()
+
+
+def test_inherited_listener_fd(start_gunicorn):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        server = start_gunicorn(address=address, bind="fd://%d" % listener.fileno(), pass_fds=[listener.fileno()],
+                                workers=1)
+        response = request(server.address, "GET", "/via-fd")
+    assert response.status == 200
+    assert json.loads(response.body)["environ"]["PATH_INFO"] == "/via-fd"
