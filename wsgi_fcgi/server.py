@@ -683,6 +683,8 @@ class Server:
                 environ = build_environ(request.params, self.base_environ, self.script_name)
                 environ["wsgi.input"] = request.body
                 environ["wsgi.errors"] = ErrorStream(request)
+                # As libfcgi does: the app learns its role (web servers rarely send it)
+                environ.setdefault("FCGI_ROLE", p.ROLE_NAMES[request.role])
                 if request.filter_data is not None:
                     environ["wsgi_fcgi.data"] = request.filter_data
                 request.environ = environ
