@@ -76,6 +76,11 @@ class RequestBody:
         self._memory = bytearray()
 
     @property
+    def complete(self) -> bool:
+        """The end of the stream has arrived (or the body failed)."""
+        return self._eof or self._error is not None
+
+    @property
     def spooled(self) -> bool:
         return self._file is not None
 

@@ -41,7 +41,10 @@ _TICK = 1.0
 #: How long a closing connection may take to send us its unread input.
 _DRAIN_TIMEOUT = 5.0
 _ACCEPTS_PER_EVENT = 16
-_INLINE = os.environ.get("WF_INLINE") == "1"
+#: A request the loop thread runs itself and that takes longer than this
+#: makes the standby (the thread in serve_forever) take over the selector.
+_INLINE_TAKEOVER = 0.010
+_MONITOR_INTERVAL = 0.005
 #: How long a stopping server waits for the first request of a connection it
 #: accepted: a web server opens a connection to send a request at once.
 _FIRST_REQUEST_GRACE = 2.0
@@ -56,6 +59,10 @@ class Request:
 
     __slots__ = ("channel", "request_id", "role", "keep_conn", "params", "body", "filter_data",
                  "ended", "aborted", "bytes_out", "started", "environ", "status")
+
+    def input_complete(self) -> bool:
+        """All of FCGI_STDIN (and FCGI_DATA) is here: the app cannot wait on the loop."""
+        return self.body.complete and (self.filter_data is None or self.filter_data.complete)
 
     def __init__(self, channel: "Channel", event: RequestStarted, spool_size: int) -> None:
         self.channel = channel
@@ -338,17 +345,46 @@ class PoolThread(threading.Thread):
 
     def run(self) -> None:
         get = self.server.queue.get
-        handle = self.server.handle_request
         while True:
-            request = get()
-            if request is None:
-                return
-            self.request = request
-            self.slow_logged = False
             try:
-                handle(request)
-            finally:
-                self.request = None
+                request = get()
+                if request is None:
+                    return
+                self.run_request(request)
+            except Exception as exc:  # an interrupt aimed at a request that just ended
+                log.debug("%s: stray %r between requests", self.name, exc)
+
+    def run_request(self, request: Request) -> None:
+        self.request = request
+        self.slow_logged = False
+        try:
+            self.server.handle_request(request)
+        finally:
+            self.request = None
+
+
+class LoopThread(PoolThread):
+    """Runs the selector loop, and the requests whose input is complete itself.
+
+    Handing each request to a pool thread costs two thread switches and a
+    fight for the GIL (about a third of the CPU of a small request).  While an
+    inline request runs, nobody polls; when it takes longer than
+    _INLINE_TAKEOVER, the standby thread takes the selector over and hands
+    requests to the pool until this thread is free again.
+    """
+
+    def __init__(self, server: "Server") -> None:
+        super().__init__(server, 0)
+        self.name = "wsgi-fcgi-loop"
+
+    def run(self) -> None:
+        server = self.server
+        while True:
+            try:
+                if server.run_loop() or not server.wait_for_loop(self):
+                    return
+            except Exception as exc:  # an interrupt aimed at a request that just ended
+                log.debug("%s: stray %r in the loop", self.name, exc)
 
 
 class Server:
@@ -367,7 +403,7 @@ class Server:
                  max_queue: int = 256, max_requests_per_connection: int = 100,
                  keepalive_timeout: float = 75.0, read_timeout: float = 30.0, write_timeout: float = 60.0,
                  spool_size: int = 1 << 20, multiprocess: bool = False,
-                 graceful_timeout: float = 30.0) -> None:
+                 graceful_timeout: float = 30.0, inline_requests: bool = True) -> None:
         if threads < 1:
             raise ConfigError("--threads must be at least 1")
         self.app = app
@@ -383,6 +419,7 @@ class Server:
         self.write_timeout = write_timeout
         self.spool_size = spool_size
         self.graceful_timeout = graceful_timeout
+        self.inline_requests = inline_requests
         if isinstance(allowed_servers, str) or allowed_servers is None:
             self.peers = PeerFilter.from_setting(allowed_servers)
         else:
@@ -401,6 +438,14 @@ class Server:
 
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.pool: list[PoolThread] = []
+        self._ready: collections.deque = collections.deque()  # requests started this loop round
+        self._loop_thread: Optional[LoopThread] = None
+        self._owner: Optional[threading.Thread] = None  # the thread running the selector
+        self._owner_lock = threading.Lock()
+        self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
+        self._loop_wanted = False  # the loop thread is free again and wants the selector back
+        self._loop_returned = threading.Event()
+        self._loop_done = threading.Event()
         self.channels: dict[int, Channel] = {}
         self.recv_view = memoryview(bytearray(_RECV_SIZE))  # the loop thread's read buffer
         self.selector = selectors.DefaultSelector()
@@ -448,7 +493,10 @@ class Server:
 
     def serve_forever(self) -> None:
         self._running = True
-        for index in range(self.threads):
+        # With inline requests the loop thread is one of the `threads`; a
+        # request whose body is still arriving always needs a pool thread.
+        pool_size = max(1, self.threads - 1) if self.inline_requests else self.threads
+        for index in range(1, pool_size + 1):
             thread = PoolThread(self, index)
             thread.start()
             self.pool.append(thread)
@@ -456,11 +504,24 @@ class Server:
         self._start_accepting()
         log.info("serving on %s with %d threads", ", ".join(self.addresses), self.threads)
         try:
-            self._loop()
+            if self.inline_requests:
+                self._loop_thread = LoopThread(self)
+                self.pool.insert(0, self._loop_thread)
+                self._owner = self._loop_thread
+                self._loop_thread.start()
+                self._stand_by()
+            else:
+                self._owner = threading.current_thread()
+                self.run_loop()
         finally:
             self._cleanup()
 
-    def _loop(self) -> None:
+    def run_loop(self) -> bool:
+        """Run the selector until the server stops (True) or this thread loses
+        the selector (False): the loop thread to the standby while it runs a
+        long request, the standby back to the loop thread."""
+        me = threading.current_thread()
+        inline = me is self._loop_thread
         select = self.selector.select
         next_tick = time.monotonic() + _TICK
         while True:
@@ -472,7 +533,65 @@ class Server:
                 self._tick(now)
             if self._stop_at is not None and (now >= self._stop_at or (
                     not self.live_requests() and not self._awaiting_first_requests(now))):
+                self._loop_done.set()
+                return True
+            if self._ready and not self._dispatch_ready(inline):
+                return False
+            if self._loop_wanted and not inline:
+                self._give_loop_back()
+                return False
+
+    def _dispatch_ready(self, inline: bool) -> bool:
+        """Queue the requests started this round, or run them here when their
+        input is complete.  False: the standby took the selector meanwhile."""
+        ready = self._ready
+        queue_put = self.queue.put
+        while ready:
+            request = ready.popleft()
+            if not inline or request.ended or not request.input_complete():
+                queue_put(request)
+                continue
+            self._inline_since = time.monotonic()
+            self._loop_thread.run_request(request)
+            with self._owner_lock:
+                self._inline_since = 0.0
+                if self._owner is not self._loop_thread:
+                    return False
+        return True
+
+    def _stand_by(self) -> None:
+        """The serve_forever thread: take the selector over while the loop
+        thread is stuck in a long request, until the server stops."""
+        me = threading.current_thread()
+        while not self._loop_done.wait(_MONITOR_INTERVAL):
+            started = self._inline_since
+            if not started or time.monotonic() - started < _INLINE_TAKEOVER:
+                continue
+            with self._owner_lock:
+                if self._inline_since != started:
+                    continue  # that request just ended
+                self._owner = me
+            while self._ready:  # requests the loop thread had not reached
+                self.queue.put(self._ready.popleft())
+            if self.run_loop():
                 return
+
+    def wait_for_loop(self, thread: LoopThread) -> bool:
+        """The loop thread is free again: get the selector back from the
+        standby.  False if the server stopped meanwhile."""
+        self._loop_returned.clear()
+        self._loop_wanted = True
+        self.wake()
+        while not self._loop_done.is_set():
+            if self._loop_returned.wait(0.1):
+                return True
+        return False
+
+    def _give_loop_back(self) -> None:
+        with self._owner_lock:
+            self._owner = self._loop_thread
+            self._loop_wanted = False
+        self._loop_returned.set()
 
     def shutdown(self, graceful: bool = True, timeout: Optional[float] = None) -> None:
         """Stop accepting; with `graceful`, let running requests finish first
@@ -555,6 +674,7 @@ class Server:
         self._wake_r.close()
         self._wake_w.close()
         log.info("stopped")
+        self._loop_done.set()
         self._stopped.set()
 
     # -- connections ------------------------------------------------------------
@@ -652,8 +772,7 @@ class Server:
                         self.threads, self.max_queue)
             channel.end_from_loop(request, simple_response("503 Service Unavailable", "Service Unavailable"))
             return
-        if _INLINE: self.handle_request(request)
-        else: self.queue.put(request)
+        self._ready.append(request)  # dispatched at the end of the loop round
 
     def feed_body(self, request: Request, data: bytes) -> None:
         if not data:

@@ -1,0 +1,65 @@
+"""The loop thread runs complete requests itself; a long one must not stall
+the others (the standby takes the selector over) nor serialise them."""
+
+import threading
+import time
+
+from wsgi_fcgi import client
+
+
+def _timed(address, target):
+    started = time.monotonic()
+    response = client.request(address, "GET", target, timeout=20)
+    return response, time.monotonic() - started
+
+
+def test_fast_requests_are_not_stuck_behind_a_slow_inline_one(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4")
+    slow = threading.Thread(target=_timed, args=(server.address, "/sleep?s=2"))
+    slow.start()
+    time.sleep(0.3)  # the slow request is running (inline or in the pool)
+    for _ in range(5):
+        response, elapsed = _timed(server.address, "/fast")
+        assert response.status == 200
+        assert elapsed < 1.0, "a fast request waited %.2f s behind a slow one" % elapsed
+    slow.join(10)
+
+
+def test_slow_requests_still_run_in_parallel(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4")
+    results = []
+
+    def one():
+        results.append(_timed(server.address, "/sleep?s=1"))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    elapsed = time.monotonic() - started
+    assert [r.status for r, _ in results] == [200] * 4
+    assert elapsed < 3.0, "4 one-second requests on 4 threads took %.1f s" % elapsed
+
+
+def test_a_slow_body_upload_is_served_while_the_loop_runs_requests(start_wsgi_fcgi):
+    """A request whose body is still arriving goes to a pool thread, and the
+    selector keeps feeding it."""
+    import socket
+
+    from wsgi_fcgi import protocol as p
+
+    server = start_wsgi_fcgi("envapp:app", "--threads", "1")
+    host, port = server.address.rsplit(":", 1)
+    params = client.cgi_params("POST", "/upload", body_length=3 * 1000)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, params))
+        for _ in range(3):
+            sock.sendall(p.encode_record(p.STDIN, 1, b"a" * 1000))
+            time.sleep(0.2)
+            assert client.request(server.address, "GET", "/other", timeout=5).status == 200
+        sock.sendall(p.encode_record(p.STDIN, 1))
+        response = client.read_response(sock, 1)
+    assert response.status == 200
+    assert b'"body_length": 3000' in response.body
