@@ -5,7 +5,7 @@ app (RESPONDER, AUTHORIZER and FILTER in one):
   /no-read               answers at once without reading its body
   /read-body             reads CONTENT_LENGTH bytes of body, answers how many it got
   /sleep?s=S             sleeps S seconds without reading its body
-  /authorize             AUTHORIZER: 200 with Variable-* headers if HTTP_AUTHORIZATION
+  /authorize             (or any path with FCGI_ROLE=AUTHORIZER) 200 with Variable-* headers if HTTP_AUTHORIZATION
                          is "Bearer good", else 403
   /filter                FILTER: answers "<stdin>|<FCGI_DATA upper-cased>"
   anything else          "ok <PATH_INFO>"
@@ -55,7 +55,7 @@ def app(environ, start_response):
         time.sleep(float(_query(environ, "s", "1")))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept"]
-    if path == "/authorize":
+    if path == "/authorize" or environ.get("FCGI_ROLE") == "AUTHORIZER":
         if environ.get("HTTP_AUTHORIZATION") == "Bearer good":
             start_response("200 OK", [("Variable-REMOTE_USER", "alice"), ("Variable-ROLE", "admin")])
         else:

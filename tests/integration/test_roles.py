@@ -62,3 +62,39 @@ def test_filter_and_responder_multiplexed(server):
         conn.send_request(2, "/plain")
         responses = conn.wait_ended(1, 2)
         assert responses[1].body == b"in|ABC" and responses[2].body == b"ok /plain"
+
+
+def test_every_role_is_in_the_environ_as_fcgi_role(start_wsgi_fcgi):
+    # Web servers rarely send FCGI_ROLE; the server adds it, as libfcgi does.
+    import json
+    envserver = start_wsgi_fcgi("envapp:app")
+    assert json.loads(client.request(envserver.address, "GET", "/").body)["environ"]["FCGI_ROLE"] == "RESPONDER"
+    sent = client.request(envserver.address, "GET", "/", extra_params=[("FCGI_ROLE", "FROM-SERVER")])
+    assert json.loads(sent.body)["environ"]["FCGI_ROLE"] == "FROM-SERVER"
+
+
+def test_lighttpd_authorizer_in_front_of_static_files(server, tmp_path):
+    """lighttpd's `"mode" => "authorizer"`: our 200 lets it serve the file, our
+    403 (with its body) goes to the client instead."""
+    import requests
+
+    from frontends import Lighttpd
+    host, port = server.address.rsplit(":", 1)
+    root = tmp_path / "lighttpd"
+    site = """
+server.modules += ("mod_fastcgi")
+fastcgi.server = ("/protected/" => (("host" => "%s", "port" => %s, "check-local" => "disable",
+                                     "mode" => "authorizer", "docroot" => "%s/htdocs")))
+""" % (host, port, root)
+    lighttpd = Lighttpd(root, site)
+    try:
+        (root / "htdocs" / "protected").mkdir()
+        (root / "htdocs" / "protected" / "secret.txt").write_text("the secret\n")
+        allowed = requests.get(lighttpd.url + "/protected/secret.txt",
+                               headers={"Authorization": "Bearer good"}, timeout=10)
+        assert (allowed.status_code, allowed.text) == (200, "the secret\n")
+        denied = requests.get(lighttpd.url + "/protected/secret.txt",
+                              headers={"Authorization": "Bearer bad"}, timeout=10)
+        assert (denied.status_code, denied.text) == (403, "go away")
+    finally:
+        lighttpd.stop()
