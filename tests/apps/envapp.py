@@ -37,7 +37,9 @@ def _read_body(environ):
             parts.append(chunk)
             remaining -= len(chunk)
         return b"".join(parts)
-    return stream.read()
+    if environ.get("wsgi.input_terminated"):  # no length, but the server ends the stream
+        return stream.read()
+    return b""  # PEP 3333: without CONTENT_LENGTH a server may block on a read
 
 
 def _json(start_response, data, status="200 OK"):
