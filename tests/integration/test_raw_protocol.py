@@ -246,3 +246,56 @@ def test_client_gone_while_the_app_reads_its_body(server, how):
 
 def get_ok(server):
     return client.request(server.address, "GET", "/ok").body == b"ok /ok"
+
+
+def test_response_records_are_well_formed(tmp_path_factory):
+    from support import WsgiFcgi
+    proc = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("records"), "--threads", "2")
+    try:
+        with FcgiConnection(proc.address) as conn:
+            conn.send_request(1, "/stream?n=20&size=100000")  # 2 MB in 100 kB chunks
+            response = conn.wait_ended(1)[1]
+            assert len(response.body) == 2_000_000
+            mine = [r for r in conn.records if r.request_id == 1]
+            assert all(len(r.content) <= 65535 for r in mine)
+            assert [r.type for r in mine[-2:]] == [p.STDOUT, p.END_REQUEST]
+            assert mine[-2].content == b""  # the empty record that closes STDOUT
+            assert [r for r in mine[:-2] if r.type == p.STDOUT and not r.content] == []
+            assert p.decode_end_request(mine[-1].content) == p.EndRequest(0, p.REQUEST_COMPLETE)
+            # a small response: one head+body record, the empty one, END_REQUEST
+            conn.records.clear()
+            conn.send_request(2, "/status/204")
+            conn.wait_ended(2)
+            assert [(r.type, bool(r.content)) for r in conn.records] == [
+                (p.STDOUT, True), (p.STDOUT, False), (p.END_REQUEST, True)]
+    finally:
+        proc.stop()
+
+
+def test_params_over_max_params_size_get_431(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app", "--max-params-size", "4K")
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/big", headers=[("X-Big", "v" * 8000)])
+        assert conn.wait_ended(1)[1].status == 431
+        conn.wait_eof()
+    assert client.request(server.address, "GET", "/small", headers=[("X-Small", "v" * 1000)]).body == b"ok /small"
+
+
+def test_peer_stalled_inside_a_record_is_dropped_after_read_timeout(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app", "--read-timeout", "1")
+    with FcgiConnection(server.address) as conn:
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)[:5])  # half a header
+        started = time.monotonic()
+        conn.wait_eof()
+        assert 0.9 < time.monotonic() - started < 6
+    assert client.request(server.address, "GET", "/next").body == b"ok /next"
+
+
+def test_idle_keep_alive_connection_is_closed_after_keep_alive(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app", "--keep-alive", "1")
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/first")
+        assert conn.wait_ended(1)[1].body == b"ok /first"
+        started = time.monotonic()
+        conn.wait_eof()
+        assert 0.9 < time.monotonic() - started < 6
