@@ -190,3 +190,35 @@ def test_close_releases_the_spool_file_and_wakes_readers():
     body.close()
     assert spool.closed and not body.spooled
     assert body.read() == b""
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("read"), st.integers(-1, 40)),
+    st.tuples(st.just("read1"), st.integers(1, 40)),
+    st.tuples(st.just("readline"), st.integers(-1, 40)),
+), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x00", b"\n")), max_size=12),
+       spool_size=st.integers(0, 100), ops=operations)
+def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, ops):
+    body = RequestBody(spool_size=spool_size)
+    for chunk in chunks:
+        body.feed(chunk)
+    body.feed_eof()
+    data = b"".join(chunks)
+    got = b""
+    for name, size in ops:
+        part = getattr(body, name)(size)
+        if name == "readline":
+            assert b"\n" not in part[:-1]
+        if size >= 0:
+            assert len(part) <= size
+        got += part
+    got += body.read()
+    assert got == data
+    assert body.read() == b"" and body.readline() == b""
