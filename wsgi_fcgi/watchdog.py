@@ -100,7 +100,8 @@ class Watchdog:
                       thread.name, thread_stack(thread))
             request.abort(RequestTimeout("request timeout"))
             request.channel.end_from_loop(request, simple_response("504 Gateway Timeout", "Gateway Timeout"))
-            interrupt(thread, RequestTimeout)
+            if thread.request is request:  # not if it finished meanwhile: it would hit the next one
+                interrupt(thread, RequestTimeout)
         elif now - seen[1] >= STUCK_GRACE and not self.stuck_reported:
             self.stuck_reported = True
             log.error("request timeout: %s is stuck outside Python code (%s) for %.1f s after the "

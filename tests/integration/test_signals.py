@@ -104,3 +104,26 @@ def test_usr1_reopens_the_access_log(start_wsgi_fcgi, tmp_path):
     wait_for(lambda: access.exists() and "GET /after-rotate 200" in access.read_text(), 5,
              what="a line in the reopened access log")
     assert "after-rotate" not in rotated.read_text()
+
+
+def test_hup_with_a_broken_app_keeps_the_old_workers(start_wsgi_fcgi, tmp_path):
+    from wsgi_fcgi import client
+    module = tmp_path / "reloadable_app.py"
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                      "    return [b'version 1']\n")
+    server = start_wsgi_fcgi("reloadable_app:app", "--workers", "2", *STATUS, cwd=tmp_path)
+    old = _ready(server.address, 2)
+    module.write_text("this is not python (\n")
+    server.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in server.log(), 20, interval=0.2, what="the failed reload")
+    time.sleep(1.0)
+    assert worker_pids(server.address) == old
+    assert client.request(server.address, "GET", "/").body == b"version 1"
+
+    module.write_text("def app(environ, start_response):\n"
+                      "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                      "    return [b'version 2']\n")
+    server.send_signal(signal.SIGHUP)
+    wait_for(lambda: client.request(server.address, "GET", "/").body == b"version 2"
+             and not worker_pids(server.address) & old, 20, interval=0.2, what="version 2 after HUP")
