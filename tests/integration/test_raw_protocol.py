@@ -299,3 +299,30 @@ def test_idle_keep_alive_connection_is_closed_after_keep_alive(start_wsgi_fcgi):
         started = time.monotonic()
         conn.wait_eof()
         assert 0.9 < time.monotonic() - started < 6
+
+
+def test_abort_of_a_queued_request_never_runs_the_app(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app", "--threads", "2")
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/sleep?s=1")
+        conn.send_request(2, "/sleep?s=1")
+        time.sleep(0.2)
+        conn.send_request(3, "/slow-stream?n=5&id=queued")  # waits for a free thread
+        time.sleep(0.2)
+        conn.send(p.encode_record(p.ABORT_REQUEST, 3))
+        responses = conn.wait_ended(1, 2, 3)
+        assert responses[1].body == responses[2].body == b"slept"
+        assert responses[3].body == b"" and responses[3].protocol_status == p.REQUEST_COMPLETE
+    time.sleep(0.3)
+    assert "closed queued" not in server.log()
+
+
+def test_get_values_is_answered_while_a_request_runs(server):
+    with connect(server) as conn:
+        conn.send_request(1, "/sleep?s=1")
+        time.sleep(0.1)
+        conn.send(p.encode_get_values([p.MPXS_CONNS]))
+        while not any(r.type == p.GET_VALUES_RESULT for r in conn.records):
+            assert conn.receive()
+        assert not conn.ended(1)
+        assert conn.wait_ended(1)[1].body == b"slept"
