@@ -68,6 +68,19 @@ def test_version():
     assert done.stdout.strip() == "wsgi-fcgi 0.1.0"
 
 
+def test_script_name_option(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--script-name", "/app/")
+
+    def split(target):
+        env = json.loads(get(server.address, target).body)["environ"]
+        return env["SCRIPT_NAME"], env["PATH_INFO"]
+    assert split("/app/x/y?q=1") == ("/app", "/x/y")
+    assert split("/app") == ("/app", "")
+    assert split("/app/a%2525b") == ("/app", "/a%25b")  # decoded exactly once
+    assert split("/app/caf%C3%A9") == ("/app", "/caf\xc3\xa9")
+    assert split("/elsewhere") == ("", "/elsewhere")
+
+
 # -- start-up errors: one line, non-zero exit, no traceback -------------------------
 
 def holding_a_port():
