@@ -9,6 +9,7 @@ that never reads its body does not stall the other requests on the connection.
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 import threading
@@ -33,7 +34,11 @@ class RequestBody:
 
     def __init__(self, spool_size: int = DEFAULT_SPOOL_SIZE, spool_dir: Optional[str] = None) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._memory = bytearray()
+        # In memory: the chunks as they came (no copying on feed), the read
+        # position inside the first one, and the unread total.
+        self._chunks: collections.deque = collections.deque()
+        self._offset = 0
+        self._buffered = 0
         self._file = None  # after spooling: the temporary file
         self._file_read = 0
         self._file_written = 0
@@ -53,8 +58,9 @@ class RequestBody:
             if self._file is not None:
                 self._file_written += os.pwrite(self._file.fileno(), data, self._file_written)
             else:
-                self._memory += data
-                if len(self._memory) > self._spool_size:
+                self._chunks.append(data)
+                self._buffered += len(data)
+                if self._buffered > self._spool_size:
                     self._spool()
             self._cond.notify_all()
 
@@ -72,13 +78,17 @@ class RequestBody:
 
     def _spool(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="wsgi-fcgi-body-", dir=self._spool_dir)
-        self._file_written = os.pwrite(self._file.fileno(), self._memory, 0)
-        self._memory = bytearray()
+        self._file_written = os.pwrite(self._file.fileno(), self._take_memory(self._buffered), 0)
 
     @property
     def complete(self) -> bool:
         """The end of the stream has arrived (or the body failed)."""
         return self._eof or self._error is not None
+
+    @property
+    def bytes_in_memory(self) -> int:
+        """Unread body bytes held in memory (0 once spooled to a file)."""
+        return self._buffered
 
     @property
     def spooled(self) -> bool:
@@ -89,7 +99,7 @@ class RequestBody:
     def _available(self) -> int:
         if self._file is not None:
             return self._file_written - self._file_read
-        return len(self._memory)
+        return self._buffered
 
     def _wait_for(self, size: int) -> None:
         """Wait until `size` bytes are buffered (size < 0: all of it) or the end."""
@@ -106,9 +116,29 @@ class RequestBody:
             data = os.pread(self._file.fileno(), size, self._file_read)
             self._file_read += len(data)
             return data
-        data = bytes(self._memory[:size])
-        del self._memory[:size]
-        return data
+        return self._take_memory(size)
+
+    def _take_memory(self, size: int) -> bytes:
+        """`size` (<= buffered) bytes off the chunks; a whole chunk is not copied."""
+        chunks = self._chunks
+        offset = self._offset
+        parts = []
+        needed = size
+        while needed:
+            chunk = chunks[0]
+            left = len(chunk) - offset
+            if left <= needed:
+                parts.append(chunk[offset:] if offset else chunk)
+                chunks.popleft()
+                offset = 0
+                needed -= left
+            else:
+                parts.append(chunk[offset:offset + needed])
+                offset += needed
+                needed = 0
+        self._offset = offset
+        self._buffered -= size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read(self, size: Optional[int] = -1) -> bytes:
         if size is None:
@@ -146,7 +176,15 @@ class RequestBody:
     def _peek(self, size: int) -> bytes:
         if self._file is not None:
             return os.pread(self._file.fileno(), size, self._file_read)
-        return bytes(self._memory[:size])
+        parts = []
+        offset = self._offset
+        for chunk in self._chunks:
+            parts.append(chunk[offset:offset + size])
+            size -= len(parts[-1])
+            offset = 0
+            if size <= 0:
+                break
+        return b"".join(parts)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines = []
@@ -173,6 +211,7 @@ class RequestBody:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-            self._memory = bytearray()
+            self._chunks.clear()
+            self._buffered = self._offset = 0
             self._eof = True
             self._cond.notify_all()

@@ -105,28 +105,40 @@ class RecordParser:
     """Incremental record parser: `feed()` any chunk, get the whole records.
 
     A record may arrive split at any byte; the parser keeps the partial tail
-    until the rest comes.  The first invalid header raises ProtocolError and
-    the stream cannot be resumed (records have no resynchronisation marker).
+    (as a list of chunks, joined only once the record is complete, so a large
+    record arriving in many pieces is not copied again for each piece).  The
+    first invalid header raises ProtocolError and the stream cannot be resumed
+    (records have no resynchronisation marker).
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_pending", "_pending_len", "_needed")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._needed = 0  # bytes the pending record needs before parsing resumes
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete record waiting for the rest."""
-        return len(self._buffer)
+        return self._pending_len
 
     def feed(self, data: bytes) -> list[Record]:
         if type(data) is not bytes:
             data = bytes(data)
-        buffer = self._buffer + data if self._buffer else data
+        if self._pending:
+            self._pending.append(data)
+            self._pending_len += len(data)
+            if self._pending_len < self._needed:
+                return []
+            buffer = b"".join(self._pending)
+        else:
+            buffer = data
         records = []
         offset = 0
         size = len(buffer)
         unpack = _HEADER.unpack_from
+        needed = HEADER_LEN
         while size - offset >= HEADER_LEN:
             version, rtype, request_id, content_len, padding_len = unpack(buffer, offset)
             if version != VERSION_1:
@@ -135,10 +147,18 @@ class RecordParser:
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:
+                needed = HEADER_LEN + content_len + padding_len
                 break
             records.append(Record(rtype, request_id, buffer[start:end]))
             offset = end + padding_len
-        self._buffer = buffer[offset:] if offset < size else b""
+        if offset < size:
+            tail = buffer[offset:] if offset else buffer
+            self._pending = [tail]
+            self._pending_len = len(tail)
+            self._needed = needed
+        else:
+            self._pending = []
+            self._pending_len = 0
         return records
 
 

@@ -165,7 +165,7 @@ def test_spools_to_a_temporary_file_past_the_threshold(tmp_path):
         body.feed(b"c" * 10000)  # 1 MB more, all on disk
     body.feed_eof()
     # memory stays bounded: nothing is held in the in-memory buffer
-    assert len(body._memory) == 0
+    assert body.bytes_in_memory == 0
     assert body.received == 1200 + 1_000_000
     assert body.read(700) == b"a" * 600 + b"b" * 100
     assert body.readline() == b"b" * 500 + b"c" * 1_000_000
