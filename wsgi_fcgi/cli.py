@@ -217,6 +217,9 @@ def run_single(args: argparse.Namespace, sockets: list) -> int:
     from .listeners import remove_unix_socket
     from .scoreboard import Scoreboard
     from .worker import BOOT_FAILED, Worker
+    if args.workers > 1:
+        log.warning("--no-master serves in one process: --workers %d is ignored", args.workers)
+        args.workers = 1
     try:
         code = Worker(args, sockets, Scoreboard(1), 0, generation=1, master_pid=None).run()
     finally:

@@ -109,3 +109,11 @@ def test_finish_request_ends_the_response_while_the_app_goes_on(start_wsgi_fcgi,
     assert not done.exists()
     wait_for(done.exists, 10, what="the slow work after finish_request")
     assert done.read_text() == "slow work done"
+
+
+def test_a_bad_access_log_format_is_one_line_at_start_up(start_wsgi_fcgi, tmp_path):
+    server = start_wsgi_fcgi("masterapp:app", "--access-log", str(tmp_path / "a.log"),
+                             "--access-log-format", "{method} {no_such_atom}", wait=False)
+    assert server.wait(20) == 1
+    assert server.log().strip() == ("wsgi-fcgi: error: --access-log-format: unknown atom {no_such_atom} "
+                                    "(see the README for the list)")
