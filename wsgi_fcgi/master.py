@@ -84,10 +84,10 @@ class Master:
                 self._handle_signals()
                 self._reap()
                 now = time.monotonic()
+                self._kill_overdue(now)
                 if self.stopping:
                     if not self.workers:
                         break
-                    self._kill_overdue(now)
                 else:
                     self._check_heartbeats(now)
                     self._finish_reload()
