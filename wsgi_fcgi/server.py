@@ -48,6 +48,9 @@ _MONITOR_INTERVAL = 0.005
 #: How long a stopping server waits for the first request of a connection it
 #: accepted: a web server opens a connection to send a request at once.
 _FIRST_REQUEST_GRACE = 2.0
+#: Answers the loop may queue for a peer that does not read them (management
+#: records, refusals) before the connection is dropped as abusive.
+_MAX_PENDING_REPLIES = 1024
 
 
 class RequestBodyTooLarge(ClientDisconnected):
@@ -117,7 +120,10 @@ class Channel:
         self.requests: dict[int, Request] = {}
         self.lock = threading.Lock()
         self.pending: collections.deque = collections.deque()
+        self.unsent = b""  # loop output the kernel did not take yet; goes out first
+        self.unsent_since = 0.0
         self.last_activity = self.opened = time.monotonic()
+        self.record_started: Optional[float] = None  # when the partial record began
         self.had_request = False
         self.close_when_idle = False
         self.write_closed = False  # we sent FIN; reading what is left
@@ -157,8 +163,16 @@ class Channel:
             self.fail_all(ClientDisconnected("protocol error"))
             self.close_now()
             return
+        # --read-timeout counts from the first byte of a record, so a peer
+        # trickling a byte at a time (slowloris) cannot hold it open forever.
+        if not self.state.pending_bytes:
+            self.record_started = None
+        elif self.record_started is None:
+            self.record_started = self.last_activity
         server = self.server
         for event in events:
+            if self.lost:
+                return  # dropped while handling an earlier record
             kind = type(event)
             if kind is RequestStarted:
                 server.start_request(self, event)
@@ -220,7 +234,7 @@ class Channel:
                 self._release_if_done()
                 return False
             try:
-                self.sock.sendall(out)
+                self.sock.sendall(self._take_unsent() + out)
             except OSError as exc:
                 self._write_failed(exc)
                 return False
@@ -240,20 +254,19 @@ class Channel:
             if request.ended or self.lost:
                 return
             try:
-                self.sock.sendall(out)
+                self.sock.sendall(self._take_unsent() + out)
             except OSError as exc:
                 self._write_failed(exc)
 
     def end_from_loop(self, request: Request, head: bytes) -> None:
         """End a request from the loop: `head` is sent if the app sent nothing yet."""
-        def end() -> None:
+        def end() -> bytes:
             if request.ended:
-                return
+                return b""
             self._end(request)
-            if not self.lost:
-                rid = request.request_id
-                out = p.encode_stream(p.STDOUT, rid, head) if request.bytes_out == 0 else b""
-                self.sock.sendall(out + p.encode_record(p.STDOUT, rid) + p.encode_end_request(rid))
+            rid = request.request_id
+            out = p.encode_stream(p.STDOUT, rid, head) if request.bytes_out == 0 else b""
+            return out + p.encode_record(p.STDOUT, rid) + p.encode_end_request(rid)
         self.pending.append(end)
         self.flush_pending()
         if not request.keep_conn:
@@ -262,24 +275,58 @@ class Channel:
             self.close_if_idle()
 
     def send_from_loop(self, data: bytes) -> None:
+        if len(self.pending) >= _MAX_PENDING_REPLIES:
+            log.warning("%r: %d answers queued that the peer does not read, closing the connection",
+                        self, len(self.pending))
+            self.fail_all(ClientDisconnected("peer does not read its answers"))
+            self.close_now()
+            return
         self.pending.append(data)
         self.flush_pending()
 
     def flush_pending(self) -> None:
-        """Write queued loop output; whoever holds the lock last does it."""
-        while self.pending and self.lock.acquire(blocking=False):
+        """Write queued loop output; whoever holds the lock last does it.
+
+        Never blocking: the loop thread must not wait for one peer that does
+        not read (every connection would stall).  What the kernel does not
+        take now stays in `unsent`, sent before anything else by the next
+        response on this connection or the next tick.
+        """
+        while (self.pending or self.unsent) and self.lock.acquire(blocking=False):
             try:
-                while self.pending:
-                    item = self.pending.popleft()
-                    try:
-                        if callable(item):
-                            item()
-                        elif not self.lost:
-                            self.sock.sendall(item)
-                    except OSError as exc:
-                        self._write_failed(exc)
+                if not self._flush_locked():
+                    return
             finally:
                 self.lock.release()
+
+    def _flush_locked(self) -> bool:
+        """False while the peer's receive window is full."""
+        while True:
+            if self.unsent and not self.lost:
+                try:
+                    sent = self.sock.send(self.unsent, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    self.unsent = b""
+                    self._write_failed(exc)
+                    continue
+                if sent < len(self.unsent):
+                    if sent or not self.unsent_since:
+                        self.unsent_since = time.monotonic()
+                    self.unsent = self.unsent[sent:]
+                    return False
+            self.unsent = b""
+            self.unsent_since = 0.0
+            if not self.pending:
+                return True
+            item = self.pending.popleft()
+            self.unsent = item() if callable(item) else item
+
+    def _take_unsent(self) -> bytes:
+        """Under the lock: loop output still owed to the peer, to send first."""
+        data, self.unsent, self.unsent_since = self.unsent, b"", 0.0
+        return data
 
     def _end(self, request: Request) -> None:
         """Mark `request` ended (under the lock), before its END_REQUEST leaves,
@@ -306,7 +353,7 @@ class Channel:
     def close_if_idle(self) -> None:
         """Close once no request is live (FCGI_KEEP_CONN clear, or stopping)."""
         with self.lock:
-            if self.requests or self.write_closed or self.released or self.pending:
+            if self.requests or self.write_closed or self.released or self.pending or self.unsent:
                 return
             self.write_closed = True
             try:
@@ -634,6 +681,8 @@ class Server:
 
     def _tick(self, now: float) -> None:
         for channel in list(self.channels.values()):
+            if channel.unsent or channel.pending:
+                channel.flush_pending()
             idle = now - channel.last_activity
             if channel.write_closed:
                 if idle > _DRAIN_TIMEOUT or channel.lost:
@@ -642,9 +691,14 @@ class Server:
                 channel.close_now()
             elif channel.close_when_idle and not channel.requests and not channel.awaiting_first_request(now):
                 channel.close_if_idle()
-            elif channel.state.pending_bytes and idle > self.read_timeout:
-                log.info("%r: no data for %.0f s in the middle of a record, closing", channel, idle)
+            elif channel.record_started is not None and now - channel.record_started > self.read_timeout:
+                log.info("%r: a record incomplete after %.0f s (--read-timeout), closing",
+                         channel, now - channel.record_started)
                 channel.fail_all(ClientDisconnected("read timeout"))
+                channel.close_now()
+            elif channel.unsent_since and self.write_timeout and now - channel.unsent_since > self.write_timeout:
+                log.info("%r: peer did not read for %.0f s, dropping the connection", channel, self.write_timeout)
+                channel.fail_all(ClientDisconnected("write timeout"))
                 channel.close_now()
             elif not channel.requests and self.keepalive_timeout and idle > self.keepalive_timeout:
                 log.debug("%r: idle for %.0f s, closing", channel, idle)
@@ -767,7 +821,8 @@ class Server:
             if length is not None and length > self.max_body_size:
                 self._refuse_too_large(request, length)
                 return
-        if self.queue.qsize() >= self.max_queue:
+        # Requests started this round wait in _ready, not yet in the queue.
+        if self.queue.qsize() + len(self._ready) >= self.max_queue:
             log.warning("all %d threads busy and %d requests queued: answering 503",
                         self.threads, self.max_queue)
             channel.end_from_loop(request, simple_response("503 Service Unavailable", "Service Unavailable"))
