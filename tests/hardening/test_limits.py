@@ -30,6 +30,12 @@ def send_in_background(conn, chunks):
     return thread
 
 
+def warm_stats(server):
+    """The server's resources once it has served (threads start with the first request)."""
+    assert_serves(server)
+    return process_stats(server.pid)
+
+
 def assert_serves(server, target="/"):
     response = client.request(server.address, "GET", target, timeout=10)
     assert response.status == 200, response
@@ -37,7 +43,7 @@ def assert_serves(server, target="/"):
 
 def test_params_larger_than_the_limit_get_431_and_a_close(start_wsgi_fcgi):
     server = start_wsgi_fcgi("envapp:app", "--no-master", "--max-params-size", "64K")
-    rss_before = process_stats(server.pid)["rss_kib"]
+    rss_before = warm_stats(server)["rss_kib"]
     big_value = b"v" * 60000
     record = p.encode_record(p.PARAMS, 1, p.encode_pairs([(b"HTTP_X", big_value)]))
     with FcgiConnection(server.address) as conn:
@@ -78,7 +84,7 @@ def test_body_over_the_limit_with_content_length_is_refused_before_it_is_sent(st
 
 def test_chunked_body_without_content_length_over_the_limit_gets_413(start_wsgi_fcgi):
     server = start_wsgi_fcgi("envapp:app", "--no-master", "--max-body-size", "1M")
-    rss_before = process_stats(server.pid)["rss_kib"]
+    rss_before = warm_stats(server)["rss_kib"]
     chunk = p.encode_stream(p.STDIN, 1, b"z" * 60000)
     with FcgiConnection(server.address) as conn:
         conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, post_params(None)))
@@ -149,7 +155,7 @@ def test_overload_answers_503_at_once_when_threads_and_queue_are_full(start_wsgi
 
 def test_500_slowloris_connections_do_not_stop_normal_requests(start_wsgi_fcgi):
     server = start_wsgi_fcgi("envapp:app", "--no-master", "--read-timeout", "4", "--keep-alive", "60")
-    baseline = process_stats(server.pid)
+    baseline = warm_stats(server)
     stalled = []
     try:
         for index in range(500):
@@ -179,3 +185,41 @@ def test_500_slowloris_connections_do_not_stop_normal_requests(start_wsgi_fcgi):
         for sock in stalled:
             sock.close()
     assert process_stats(server.pid)["threads"] == baseline["threads"]
+
+
+def test_a_peer_trickling_one_byte_at_a_time_is_dropped(start_wsgi_fcgi):
+    """--read-timeout counts from a record's first byte, not from the last byte seen."""
+    server = start_wsgi_fcgi("envapp:app", "--no-master", "--read-timeout", "2")
+    record = p.encode_begin_request(1) + p.encode_record(p.PARAMS, 1, b"x" * 100)
+    with FcgiConnection(server.address, timeout=0.5) as conn:
+        started = time.monotonic()
+        for byte in record:
+            try:
+                conn.send(bytes((byte,)))
+                if conn.sock.recv(1) == b"":
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 8, "a trickling peer held the connection for %.1f s" % elapsed
+    assert "incomplete after" in server.log()
+
+
+def test_a_peer_that_floods_management_records_without_reading_stalls_no_one(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--no-master")
+    flood = p.encode_get_values([p.MAX_CONNS]) * 20000
+    conn = FcgiConnection(server.address)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender = send_in_background(conn, (flood for _ in range(50)))  # 24 MB, answers never read
+    try:
+        time.sleep(1)
+        for index in range(5):
+            started = time.monotonic()
+            assert_serves(server, "/during-flood-%d" % index)
+            assert time.monotonic() - started < 3
+        wait_for(lambda: "does not read" in server.log(), 10, what="the flooding peer dropped")
+    finally:
+        conn.close()
+        sender.join(10)
