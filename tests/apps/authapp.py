@@ -10,7 +10,8 @@ def app(environ, start_response):
     token = environ.get("HTTP_AUTHORIZATION", "")
     if token == "Bearer good":
         start_response("200 OK", [("Variable-User", "alice"), ("Variable-Role", "admin"),
-                                  ("Variable-Checked-Uri", environ.get("REQUEST_URI", ""))])
+                                  ("Variable-Checked-Uri", environ.get("REQUEST_URI", "")),
+                                  ("Variable-Fcgi-Role-Seen", environ.get("FCGI_ROLE", ""))])
         return [b""]
     if token == "Bearer forbidden":
         start_response("403 Forbidden", [("Content-Type", "text/plain")])

@@ -110,6 +110,7 @@ def test_authorizer_lets_through_with_variables(guarded_site):
     assert (response.status_code, response.text) == (200, "the secret file\n")
     env = requests.get(guarded_site.url + "/private/env.py?q=1", headers=good, timeout=10).json()
     assert (env["USER"], env["ROLE"], env["CHECKED_URI"]) == ("alice", "admin", "/private/env.py?q=1")
+    assert env["FCGI_ROLE_SEEN"] == "AUTHORIZER"  # the app ran in the AUTHORIZER role (spec 6.3)
 
 
 @pytest.mark.parametrize("headers, status, body", [
