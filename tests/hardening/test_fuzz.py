@@ -1,6 +1,6 @@
 """Fuzzing the parser and the connection state machine (see fuzz_targets.py).
 
-The hypothesis runs are bounded by FUZZ_EXAMPLES (default 1500 examples per
+The hypothesis runs are bounded by FUZZ_EXAMPLES (default 500 examples per
 test, a few seconds); every file in corpus/ is replayed as a plain test.
 """
 
@@ -17,7 +17,7 @@ import fuzz_targets  # noqa: E402
 from wsgi_fcgi import protocol as p  # noqa: E402
 from wsgi_fcgi.client import cgi_params, encode_request  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CORPUS_FILES = sorted(fuzz_targets.CORPUS.glob("*")) if fuzz_targets.CORPUS.is_dir() else []
@@ -116,7 +116,7 @@ def test_atheris_run_bounded(tmp_path):
 
     work = tmp_path / "corpus"
     shutil.copytree(fuzz_targets.CORPUS, work)
-    seconds = os.environ.get("FUZZ_SECONDS", "4")
+    seconds = os.environ.get("FUZZ_SECONDS", "3")
     run = subprocess.run([sys.executable, fuzz_targets.__file__, "-max_total_time=" + seconds,
                           "-artifact_prefix=%s/" % tmp_path, str(work)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=int(seconds) + 60)
