@@ -265,7 +265,8 @@ def test_example_config_file(start_gunicorn):
     assert request(server.address, "GET", "/raise").status == 500
     wait_for(lambda: '"GET /from-config HTTP/1.1" 200' in server.log(), 10, what="the access log line")
     assert '"conf-test" application/json' in server.log()
-    assert "GET /raise answered 500 Internal Server Error" in server.log()
+    wait_for(lambda: "GET /raise answered 500 Internal Server Error" in server.log(), 10,
+             what="the post_request hook's warning")
 
 
 def test_inherited_listener_fd(start_gunicorn):
