@@ -20,6 +20,7 @@ import time
 import requests
 
 from support import FcgiConnection, fastcgi_location, process_stats, wait_for, worker_pids
+from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -218,3 +219,27 @@ def test_soak_with_faults_loses_no_request(start_wsgi_fcgi, start_nginx):
         raise AssertionError("baseline %r, now %r" % (baseline, workers_stats(server.address))) from None
     # and they still serve
     assert requests.post(nginx.url + "/echo", data=b"after", timeout=10).status_code == 200
+
+
+def test_abort_and_disconnect_free_the_only_thread_and_close_the_app(start_wsgi_fcgi):
+    """With one thread, a cut stream must give the thread back at once, close() called."""
+    server = start_wsgi_fcgi("soakapp:app", "--no-master", "--threads", "1")
+    for how in ("fcgi-abort", "reset", "half-close"):
+        ident = "only-thread-" + how
+        conn = FcgiConnection(server.address, timeout=10)
+        conn.send_request(1, "/slow-stream?n=400&id=" + ident, keep_conn=True)  # 20 s if not cut
+        while not any(r.type == p.STDOUT for r in conn.records):
+            assert conn.receive()
+        started = time.monotonic()
+        if how == "fcgi-abort":
+            conn.send(p.encode_record(p.ABORT_REQUEST, 1))
+            conn.wait_ended(1)
+        elif how == "reset":
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        else:
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.close()
+        response = client.request(server.address, "POST", "/echo", body=b"next", timeout=10)
+        assert response.status == 200 and time.monotonic() - started < 3, how
+        wait_for(lambda: "closed %s\n" % ident in server.log(), 5, what="close() after " + how)
+
