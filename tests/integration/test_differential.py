@@ -14,6 +14,10 @@ The differences, each turned into an expectation by `through_nginx()`:
 * A header sent on several lines: nginx passes each line as its own param and
   wsgi_fcgi joins them with ", " (Cookie with "; ", RFC 6265 5.4), as
   CONTRACT.md says; werkzeug joins with ",".
+* A chunked request body: nginx reads it whole and sends CONTENT_LENGTH
+  (and still HTTP_TRANSFER_ENCODING "chunked", so werkzeug ignores the length
+  and relies on wsgi.input_terminated, which wsgi_fcgi sets); werkzeug's
+  server passes the body on as it comes, without a length.
 * A path starting with "//": werkzeug collapses the leading slashes (so that
   "//host/x" cannot be read as a host); wsgi_fcgi passes the path as sent.
 What does not differ, although nginx changes it: nginx's merge_slashes and
@@ -35,7 +39,9 @@ from werkzeug.serving import make_server
 import envapp
 from support import free_port
 
-# (name, raw request head lines after the request line, body)
+CHUNKED = "Transfer-Encoding: chunked"
+
+# (name, request line, header lines, body)
 CASES = [
     ("utf8 path", "GET /caf%C3%A9/%E2%9C%93 HTTP/1.1", [], b""),
     ("space", "GET /a%20b/c%20 HTTP/1.1", [], b""),
@@ -56,6 +62,8 @@ CASES = [
     ("binary patch", "PATCH /bin HTTP/1.1", ["Content-Type: application/octet-stream"],
      bytes(range(256)) * 300),
     ("delete with body", "DELETE /items/7 HTTP/1.1", ["Content-Type: text/plain"], b"why: because"),
+    ("chunked body", "POST /chunked HTTP/1.1", ["Content-Type: application/octet-stream", CHUNKED],
+     bytes(range(256)) * 1000),
     ("custom method", "PURGE /cache/x HTTP/1.1", [], b""),
     ("double slashes", "GET //a//b/ HTTP/1.1", [], b""),
     ("dot segments", "GET /a/./b/../c/%2E%2E/d HTTP/1.1", [], b""),
@@ -69,7 +77,10 @@ CASES = [
 def http_exchange(port, request_line, headers, body):
     """One raw HTTP/1.1 request (sent byte for byte as given); the app's JSON."""
     head = [request_line, "Host: 127.0.0.1:%d" % port, "Connection: close", *headers]
-    if body:
+    if CHUNKED in headers:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7000]), body[i:i + 7000])
+                        for i in range(0, len(body), 7000)) + b"0\r\n\r\n"
+    elif body:
         head.append("Content-Length: %d" % len(body))
     data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
@@ -124,6 +135,10 @@ def through_nginx(direct, request_line, headers):
             key = "HTTP_" + name.upper().replace("-", "_")
             expected[key] = ("; " if key == "HTTP_COOKIE" else ", ").join(direct[key].split(","))
     expected["HTTP_HOST"] = direct["HTTP_HOST"].partition(":")[0]
+    if CHUNKED in headers:
+        # nginx reads a chunked body whole (fastcgi_request_buffering on, the
+        # default) and sends its length, yet passes the header on too.
+        expected["CONTENT_LENGTH"] = str(direct["body"][0])
     target = request_line.split(" ")[1]
     if target.startswith("//"):
         expected["PATH_INFO"] = target.partition("?")[0]
