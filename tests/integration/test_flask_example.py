@@ -119,11 +119,13 @@ def test_streamed_response_arrives_in_pieces(flask_site):
     assert rest == [b"line %d of 5 for 127.0.0.1" % n for n in range(2, 6)]
 
 
-def test_chunked_upload_through_the_uploads_config(flask_site):
-    """No CONTENT_LENGTH (fastcgi_request_buffering off, Transfer-Encoding:
-    chunked): Flask reads the body to its end because wsgi_fcgi says that
-    wsgi.input ends there (wsgi.input_terminated)."""
-    url = flask_site("wsgi-fcgi-uploads.conf")
+@pytest.mark.parametrize("conf_name", ["wsgi-fcgi-uploads.conf", "wsgi-fcgi-tcp.conf"])
+def test_chunked_upload(flask_site, conf_name):
+    """Streamed by nginx (uploads config): no CONTENT_LENGTH.  Buffered by
+    nginx (TCP config): CONTENT_LENGTH, but HTTP_TRANSFER_ENCODING "chunked"
+    too, which makes werkzeug ignore the length.  Either way Flask reads the
+    body to its end only because wsgi_fcgi sets wsgi.input_terminated."""
+    url = flask_site(conf_name)
     data = os.urandom(2 * 1024 * 1024 + 5)
     body, content_type = encode_multipart_formdata({"file": ("chunked.bin", data)})
 
