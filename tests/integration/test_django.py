@@ -60,6 +60,7 @@ def test_path_converters(site):
     assert requests.get(site.url + "/articles/twenty/hello/", timeout=10).status_code == 404
 
 
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # our self-signed test certificate
 def test_is_secure_behind_tls(site):
     about = requests.get(site.tls_url + "/about/", timeout=10, verify=False).json()
     assert about["is_secure"] is True
