@@ -249,6 +249,18 @@ def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
                     for i in range(0, len(data), MAX_CONTENT_LEN))
 
 
+def stream_parts(rtype: int, request_id: int, data: bytes) -> list:
+    """`encode_stream` as a list of buffers (headers, slices of `data`,
+    padding) for a scatter-gather send: the content is not copied."""
+    view = memoryview(data)
+    parts = []
+    for start in range(0, len(data), MAX_CONTENT_LEN):
+        chunk = view[start:start + MAX_CONTENT_LEN]
+        padding = -len(chunk) & 7
+        parts += (_HEADER.pack(VERSION_1, rtype, request_id, len(chunk), padding), chunk, _PADDING[padding])
+    return parts
+
+
 def encode_begin_request(request_id: int, role: int = RESPONDER, flags: int = 0) -> bytes:
     return encode_record(BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
 

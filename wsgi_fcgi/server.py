@@ -41,6 +41,9 @@ _TICK = 1.0
 #: How long a closing connection may take to send us its unread input.
 _DRAIN_TIMEOUT = 5.0
 _ACCEPTS_PER_EVENT = 16
+#: Response chunks at least this large go out framed by sendmsg(), uncopied.
+_GATHER_SIZE = 32 * 1024
+_IOV_MAX = 1000
 #: A request the loop thread runs itself and that takes longer than this
 #: makes the standby (the thread in serve_forever) take over the selector.
 _INLINE_TAKEOVER = 0.010
@@ -222,9 +225,12 @@ class Channel:
 
     def send_response(self, request: Request, data: bytes, end: bool) -> bool:
         request_id = request.request_id
-        out = p.encode_stream(p.STDOUT, request_id, data) if data else b""
-        if end:
-            out += p.encode_record(p.STDOUT, request_id) + p.encode_end_request(request_id)
+        tail = p.encode_record(p.STDOUT, request_id) + p.encode_end_request(request_id) if end else b""
+        if len(data) >= _GATHER_SIZE:
+            out = p.stream_parts(p.STDOUT, request_id, data)
+            out.append(tail)
+        else:
+            out = (p.encode_stream(p.STDOUT, request_id, data) if data else b"") + tail
         with self.lock:
             if request.ended or (request.aborted and not end):
                 return False
@@ -234,7 +240,11 @@ class Channel:
                 self._release_if_done()
                 return False
             try:
-                self.sock.sendall(self._take_unsent() + out)
+                if type(out) is list:
+                    out.insert(0, self._take_unsent())
+                    self._send_parts(out)
+                else:
+                    self.sock.sendall(self._take_unsent() + out)
             except OSError as exc:
                 self._write_failed(exc)
                 return False
@@ -322,6 +332,23 @@ class Channel:
                 return True
             item = self.pending.popleft()
             self.unsent = item() if callable(item) else item
+
+    def _send_parts(self, parts: list) -> None:
+        """sendall() for a list of buffers, in as few sendmsg() calls as the
+        kernel allows (large bodies are framed without copying them)."""
+        index = 0
+        while index < len(parts):
+            sent = self.sock.sendmsg(parts[index:index + _IOV_MAX])
+            while sent:
+                size = len(parts[index])
+                if sent >= size:
+                    sent -= size
+                    index += 1
+                else:
+                    parts[index] = memoryview(parts[index])[sent:]
+                    sent = 0
+            while index < len(parts) and not len(parts[index]):
+                index += 1
 
     def _take_unsent(self) -> bytes:
         """Under the lock: loop output still owed to the peer, to send first."""
