@@ -493,7 +493,8 @@ class Server:
         self.write_timeout = write_timeout
         self.spool_size = spool_size
         self.graceful_timeout = graceful_timeout
-        self.inline_requests = inline_requests
+        # With one thread the loop thread would be a second request thread.
+        self.inline_requests = inline_requests and threads > 1
         if isinstance(allowed_servers, str) or allowed_servers is None:
             self.peers = PeerFilter.from_setting(allowed_servers)
         else:

@@ -63,3 +63,18 @@ def test_a_slow_body_upload_is_served_while_the_loop_runs_requests(start_wsgi_fc
         response = client.read_response(sock, 1)
     assert response.status == 200
     assert b'"body_length": 3000' in response.body
+
+
+def test_one_thread_means_one_request_at_a_time(start_wsgi_fcgi):
+    """--threads 1 is what wsgi.multithread False promises: no second runner."""
+    server = start_wsgi_fcgi("envapp:app", "--threads", "1")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_timed(server.address, "/sleep?s=0.6")))
+               for _ in range(2)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [r.status for r, _ in results] == [200, 200]
+    assert time.monotonic() - started >= 1.1
