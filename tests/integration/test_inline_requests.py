@@ -50,7 +50,7 @@ def test_a_slow_body_upload_is_served_while_the_loop_runs_requests(start_wsgi_fc
 
     from wsgi_fcgi import protocol as p
 
-    server = start_wsgi_fcgi("envapp:app", "--threads", "1")
+    server = start_wsgi_fcgi("envapp:app", "--threads", "2")
     host, port = server.address.rsplit(":", 1)
     params = client.cgi_params("POST", "/upload", body_length=3 * 1000)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
