@@ -126,8 +126,27 @@ class WsgiFcgi(Process):
         def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError("wsgi_fcgi exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            return can_connect(self.address)
+            return worker_answers(self.address)
         wait_for(ready, timeout, what="wsgi_fcgi on %s" % self.address)
+
+
+def worker_answers(address: str) -> bool:
+    """True once a process accepts on `address`: under the master the socket
+    listens before any worker runs, so connecting is not enough.  An
+    FCGI_GET_VALUES answer, or a close (--allowed-servers refusing us), shows
+    a worker accepted; silence means the connection waits in the backlog."""
+    from wsgi_fcgi import client, protocol
+    try:
+        with client.connect(address, timeout=1.0) as sock:
+            sock.sendall(protocol.encode_get_values([protocol.MAX_CONNS]))
+            sock.recv(1024)
+        return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+    except OSError:
+        return False
 
 
 NGINX_TEMPLATE = """
