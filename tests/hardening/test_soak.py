@@ -25,6 +25,7 @@ from wsgi_fcgi import protocol as p
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 LOAD_THREADS = 3
+FAULT_THREADS = 2  # the first also SIGKILLs a worker every 3-6 s
 WORKERS = 2
 
 # nginx retries a request whose worker was killed before it answered, on the
@@ -127,12 +128,12 @@ def rng_choice(rng, items):
     return rng.choice(sorted(items))
 
 
-def inject_faults(ctx, stop):
-    rng = ctx["rng"]
+def inject_faults(ctx, stop, seed, kills):
+    rng = ctx["rng"] = random.Random(seed)
     figures = ctx["figures"]
-    next_kill = time.monotonic() + 4
+    next_kill = time.monotonic() + 4 if kills else float("inf")
     while not stop.is_set():
-        time.sleep(rng.uniform(0.1, 0.4))
+        time.sleep(rng.uniform(0.05, 0.3))
         try:
             if time.monotonic() >= next_kill:
                 if fault_sigkill(ctx):
@@ -175,11 +176,12 @@ def test_soak_with_faults_loses_no_request(start_wsgi_fcgi, start_nginx):
     baseline = workers_stats(server.address)
     figures = Figures()
     ctx = {"url": nginx.url, "nginx_port": nginx.port, "address": server.address,
-           "figures": figures, "rng": random.Random(1234)}
+           "figures": figures}
     stop = threading.Event()
     threads = [threading.Thread(target=steady_load, args=(nginx.url, figures, stop, seed), daemon=True)
                for seed in range(LOAD_THREADS)]
-    threads.append(threading.Thread(target=inject_faults, args=(ctx, stop), daemon=True))
+    threads += [threading.Thread(target=inject_faults, args=(dict(ctx), stop, seed, seed == 0), daemon=True)
+                for seed in range(FAULT_THREADS)]
     for thread in threads:
         thread.start()
     time.sleep(SECONDS)
