@@ -43,6 +43,8 @@ class Gunicorn(Process):
         wait_for(lambda: self.proc.poll() is not None or can_connect(self.address), 20, what="gunicorn")
         if self.proc.poll() is not None:
             raise RuntimeError("gunicorn exited:\n" + self.log())
+        # the master's socket accepts before any worker runs: wait for the engines themselves
+        wait_for(lambda: self.log().count("] serving on ") >= workers, 20, what="%d gunicorn workers" % workers)
         wait_for(lambda: len(self.worker_pids()) == workers, 20, what="%d gunicorn workers" % workers)
 
     @property
@@ -241,7 +243,10 @@ def test_heartbeat_stopped_worker_is_replaced(start_gunicorn):
     (stuck,) = server.worker_pids()
     os.kill(stuck, signal.SIGSTOP)  # a worker whose loop no longer runs: no heartbeat
     try:
-        wait_for(lambda: (server.worker_pids() - {stuck}), 20, what="a replacement worker")
+        try:
+            wait_for(lambda: (server.worker_pids() - {stuck}), 30, what="a replacement worker")
+        except TimeoutError:
+            raise AssertionError("no replacement worker:\n" + server.log()[-3000:]) from None
     finally:
         try:
             os.kill(stuck, signal.SIGCONT)
