@@ -284,3 +284,24 @@ def test_inherited_listener_fd(start_gunicorn):
         response = request(server.address, "GET", "/via-fd")
     assert response.status == 200
     assert json.loads(response.body)["environ"]["PATH_INFO"] == "/via-fd"
+
+
+def test_quit_stops_at_once(start_gunicorn):
+    server = start_gunicorn("--threads", "2", workers=1)
+    result = []
+
+    def slow_request():
+        try:
+            result.append(request(server.address, "GET", "/sleep?s=8", timeout=15).status)
+        except (OSError, ConnectionError) as exc:
+            result.append(type(exc).__name__)
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.send_signal(signal.SIGQUIT)
+    assert server.wait(10) == 0
+    assert time.monotonic() - started < 5, "QUIT must not wait for the running request"
+    slow.join(15)
+    assert result and result[0] != 200
