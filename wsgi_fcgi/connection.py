@@ -81,7 +81,10 @@ class ServerConnection:
 
     `values` answers FCGI_GET_VALUES; `max_requests` bounds the live request
     ids of this connection (more get FCGI_END_REQUEST with FCGI_OVERLOADED);
-    `max_params_size` bounds the FCGI_PARAMS bytes buffered for one request.
+    `max_params_size` bounds the FCGI_PARAMS bytes buffered for one request,
+    and for all the not yet started requests of the connection together (a
+    web server sends one request's params at a time; a peer opening many ids
+    with huge unfinished params must not multiply the limit).
     """
 
     def __init__(self, *, values: Optional[dict[bytes, bytes]] = None,
@@ -91,6 +94,7 @@ class ServerConnection:
         self.values = values if values is not None else {p.MPXS_CONNS: b"1"}
         self.max_requests = max_requests
         self.max_params_size = max_params_size
+        self._params_buffered = 0  # FCGI_PARAMS bytes held for requests not started
 
     @property
     def live_requests(self) -> int:
@@ -105,7 +109,14 @@ class ServerConnection:
 
     def finish_request(self, request_id: int) -> None:
         """The request's FCGI_END_REQUEST is sent (or about to be): its id is free."""
-        self._requests.pop(request_id, None)
+        request = self._requests.pop(request_id, None)
+        if request is not None:
+            self._release_params(request)
+
+    def _release_params(self, request: _RequestState) -> None:
+        if request.state == _PARAMS:
+            self._params_buffered -= request.params_size
+        request.params = []
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
@@ -170,15 +181,16 @@ class ServerConnection:
                                   % request_id)
         if content:
             request.params_size += len(content)
-            if request.params_size > self.max_params_size:
+            self._params_buffered += len(content)
+            if self._params_buffered > self.max_params_size:  # >= this request's own size
+                self._release_params(request)
                 request.state = _REFUSED
-                request.params = []
                 events.append(ParamsTooLarge(request_id, request.params_size))
             else:
                 request.params.append(content)
             return
         params = p.decode_pairs(b"".join(request.params))
-        request.params = []
+        self._release_params(request)
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
         events.append(RequestStarted(request_id, request.role, request.keep_conn, params))
 
@@ -209,7 +221,7 @@ class ServerConnection:
     def _abort(self, request_id: int, request: _RequestState, events: list) -> None:
         if request.state in (_PARAMS, _REFUSED):
             # Not started yet: nothing to stop, end it here (spec 5.4).
-            del self._requests[request_id]
+            self._release_params(self._requests.pop(request_id))
             events.append(Reply(p.encode_end_request(request_id)))
         else:
             events.append(RequestAborted(request_id))
