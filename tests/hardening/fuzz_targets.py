@@ -113,6 +113,8 @@ def run_connection(data: bytes, chunk: int = 0, max_params_size: int = 4096) -> 
         for event in events:
             check_event(conn, event)
         assert conn.pending_bytes <= MAX_PENDING
+        # unfinished params of all requests together stay within the one limit
+        assert 0 <= conn._params_buffered <= conn.max_params_size
 
 
 def run_pairs(data: bytes) -> None:

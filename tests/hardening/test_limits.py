@@ -223,3 +223,18 @@ def test_a_peer_that_floods_management_records_without_reading_stalls_no_one(sta
     finally:
         conn.close()
         sender.join(10)
+
+
+def test_many_unfinished_params_on_one_connection_share_one_limit(start_wsgi_fcgi):
+    """60 request ids each with ~1 MB of never-ended params: not 60 MB buffered."""
+    server = start_wsgi_fcgi("envapp:app", "--no-master")  # --max-params-size 1M
+    rss_before = warm_stats(server)["rss_kib"]
+    record = p.encode_pairs([(b"HTTP_X", b"v" * 60000)])
+    with FcgiConnection(server.address) as conn:
+        sender = send_in_background(conn, (p.encode_begin_request(rid) + p.encode_record(p.PARAMS, rid, record) * 16
+                                           for rid in range(1, 61)))
+        refused = conn.wait_ended(2)[2]  # the second request's params pass the shared 1 MiB
+        assert refused.status == 431
+        sender.join(10)
+        assert process_stats(server.pid)["rss_kib"] < rss_before + 16 * 1024
+    assert_serves(server)
