@@ -271,6 +271,11 @@ def encode_end_request(request_id: int, app_status: int = 0,
                          _END_BODY.pack(app_status & 0xFFFFFFFF, protocol_status))
 
 
+def encode_stdout_end(request_id: int, app_status: int = 0) -> bytes:
+    """What ends a response: the empty FCGI_STDOUT, then FCGI_END_REQUEST (spec 5.3, 5.5)."""
+    return encode_record(STDOUT, request_id) + encode_end_request(request_id, app_status)
+
+
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """A whole FCGI_PARAMS stream, closed by its empty record."""
     return encode_stream(PARAMS, request_id, encode_pairs(pairs)) + encode_record(PARAMS, request_id)

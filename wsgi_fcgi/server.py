@@ -203,7 +203,7 @@ class Channel:
                 self.state.finish_request(event.request_id)
                 self.send_from_loop(p.encode_stream(p.STDOUT, event.request_id, simple_response(
                     "431 Request Header Fields Too Large", "Request Header Fields Too Large"))
-                    + p.encode_record(p.STDOUT, event.request_id) + p.encode_end_request(event.request_id))
+                    + p.encode_stdout_end(event.request_id))
                 self.close_when_idle = True
                 self.close_if_idle()
             elif kind is Ignored:
@@ -225,7 +225,7 @@ class Channel:
 
     def send_response(self, request: Request, data: bytes, end: bool) -> bool:
         request_id = request.request_id
-        tail = p.encode_record(p.STDOUT, request_id) + p.encode_end_request(request_id) if end else b""
+        tail = p.encode_stdout_end(request_id) if end else b""
         if len(data) >= _GATHER_SIZE:
             out = p.stream_parts(p.STDOUT, request_id, data)
             out.append(tail)
@@ -276,7 +276,7 @@ class Channel:
             self._end(request)
             rid = request.request_id
             out = p.encode_stream(p.STDOUT, rid, head) if request.bytes_out == 0 else b""
-            return out + p.encode_record(p.STDOUT, rid) + p.encode_end_request(rid)
+            return out + p.encode_stdout_end(rid)
         self.pending.append(end)
         self.flush_pending()
         if not request.keep_conn:
