@@ -12,6 +12,7 @@ counter one request old.
 from __future__ import annotations
 
 import mmap
+import operator
 import struct
 import time
 from dataclasses import dataclass, fields
@@ -61,6 +62,7 @@ class Slot:
 
 
 _FIELDS = [f.name for f in fields(Slot)]
+_SLOT_VALUES = operator.attrgetter(*_FIELDS)  # written at every request end: kept cheap
 
 
 class Scoreboard:
@@ -83,7 +85,7 @@ class Scoreboard:
         return Slot(*values)
 
     def write(self, index: int, slot: Slot) -> None:
-        values = [getattr(slot, name) for name in _FIELDS]
+        values = list(_SLOT_VALUES(slot))
         values[-2] = values[-2][:METHOD_SIZE]
         values[-1] = values[-1][:URI_SIZE]
         _SLOT.pack_into(self.memory, self._offset(index), *values)

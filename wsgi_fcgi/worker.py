@@ -90,26 +90,35 @@ class Worker:
     # -- reporting ---------------------------------------------------------
 
     def refresh(self, ending=None) -> None:
-        """Publish the threads' current requests (but `ending`) and the counters."""
+        """Publish the threads' current requests (but `ending`) and the counters.
+
+        Called at every request end, while the ending thread still counts as
+        busy, so that no peak of concurrency is missed: one pass, no dicts.
+        """
         slot = self.slot
         oldest = None
-        active = 0
+        busy = active = 0
         for thread in self.server.pool:
             request = thread.request
-            if request is not None and request is not ending:
-                active += 1
-                if oldest is None or request.started < oldest.started:
-                    oldest = request
+            if request is not None:
+                busy += 1
+                if request is not ending:
+                    active += 1
+                    if oldest is None or request.started < oldest.started:
+                        oldest = request
+        slot.max_active = max(slot.max_active, busy)
         slot.active = active
-        slot.max_active = max(slot.max_active, active)
         slot.requests = self.server.requests_ended
         if oldest is None:
             slot.request_since, slot.method, slot.uri = 0.0, b"", b""
         else:
-            params = dict(oldest.params)
             slot.request_since = oldest.started
-            slot.method = params.get(b"REQUEST_METHOD", b"")
-            slot.uri = params.get(b"REQUEST_URI", b"")
+            slot.method = slot.uri = b""
+            for name, value in oldest.params:
+                if name == b"REQUEST_METHOD":
+                    slot.method = value
+                elif name == b"REQUEST_URI":
+                    slot.uri = value
         self.publish()
 
     def tick(self) -> None:
@@ -125,10 +134,8 @@ class Worker:
     def request_ended(self, request) -> None:
         # Sampled at every request end, while the ending thread still counts as
         # busy: so no peak of concurrency is missed.
-        slot = self.slot
-        active = sum(1 for thread in self.server.pool if thread.request is not None)
-        slot.max_active = max(slot.max_active, active)
         self.refresh(ending=request)
+        slot = self.slot
         if self.max_requests and slot.requests >= self.max_requests:
             self.retire("served %d requests (--max-requests)" % slot.requests)
 
