@@ -40,14 +40,22 @@ def _size(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _number(convert, minimum, what: str):
+    """An argparse type: `convert(text)`, at least `minimum`."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, what)) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError("%s must be at least %s" % (text, minimum))
+        return value
+    return parse
+
+
+_positive = _number(int, 1, "a whole number")
+_count = _number(int, 0, "a whole number")
+_seconds = _number(float, 0, "a number of seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,11 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open connections per worker; more wait in the backlog (default 1024)")
     parser.add_argument("--max-queue", type=_positive, default=256,
                         help="requests waiting for a thread before 503 (default 256)")
-    parser.add_argument("--keep-alive", type=float, default=75.0, metavar="S",
+    parser.add_argument("--keep-alive", type=_seconds, default=75.0, metavar="S",
                         help="close connections idle this long (default 75, above nginx's 60)")
-    parser.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
+    parser.add_argument("--read-timeout", type=_seconds, default=30.0, metavar="S",
                         help="drop a peer stalled inside a record this long (default 30)")
-    parser.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
+    parser.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="S",
                         help="how long stopping may wait for running requests (default 30)")
     parser.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
     parser.add_argument("--log-level", default="info",
@@ -88,26 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_process_options(parser)
     parser.add_argument("--version", action="version", version="wsgi-fcgi " + __version__)
     return parser
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("cannot be negative")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("cannot be negative")
-    return value
 
 
 def add_process_options(parser: argparse.ArgumentParser) -> None:
