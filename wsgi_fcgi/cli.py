@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="close connections idle this long (default 75, above nginx's 60)")
     parser.add_argument("--read-timeout", type=_seconds, default=30.0, metavar="S",
                         help="drop a peer stalled inside a record this long (default 30)")
+    parser.add_argument("--write-timeout", type=_seconds, default=60.0, metavar="S",
+                        help="drop a peer that takes no response bytes this long (default 60; 0: never)")
     parser.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="S",
                         help="how long stopping may wait for running requests (default 30)")
     parser.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
@@ -145,6 +147,7 @@ def server_options(args: argparse.Namespace) -> dict:
         max_body_size=args.max_body_size, max_params_size=args.max_params_size,
         max_connections=args.max_connections, max_queue=args.max_queue,
         keepalive_timeout=args.keep_alive, read_timeout=args.read_timeout,
+        write_timeout=args.write_timeout,
         graceful_timeout=args.graceful_timeout, multiprocess=args.workers > 1,
     )
 
