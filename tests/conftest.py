@@ -60,3 +60,11 @@ def start_site(start_wsgi_fcgi, start_nginx):
         return "http://127.0.0.1:%d" % port, server
 
     return start
+
+
+@pytest.fixture(scope="module")
+def envapp(tmp_path_factory):
+    """One tests/apps/envapp.py server for a whole test module."""
+    server = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("envapp"))
+    yield server
+    server.stop()

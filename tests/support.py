@@ -374,3 +374,12 @@ def process_stats(pid: int) -> dict:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
             "fds": len(os.listdir("/proc/%d/fd" % pid))}
+
+
+def environ_of(url: str, **kw) -> dict:
+    """GET `url` (envapp behind some front end) and return the environ the app saw."""
+    import requests
+
+    response = requests.get(url, timeout=10, **kw)
+    assert response.status_code == 200, response.text
+    return response.json()["environ"]

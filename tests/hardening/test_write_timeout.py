@@ -6,7 +6,6 @@ import time
 
 from support import wait_for
 from wsgi_fcgi import client
-from wsgi_fcgi import protocol as p
 
 
 def test_a_peer_that_stops_reading_is_dropped_after_the_write_timeout(start_wsgi_fcgi):

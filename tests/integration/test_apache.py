@@ -6,16 +6,9 @@ import pytest
 import requests
 
 from frontends import Apache, shipped
-from support import WsgiFcgi
+from support import WsgiFcgi, environ_of
 
 LATIN1_CAFE = "/café/x".encode().decode("latin-1")
-
-
-@pytest.fixture(scope="module")
-def envapp(tmp_path_factory):
-    server = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("apache-envapp"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +27,6 @@ def sethandler(envapp, tmp_path_factory):
                     shipped("apache/wsgi_fcgi-sethandler.conf", envapp.address))
     yield apache
     apache.stop()
-
-
-def environ_of(url, **kw):
-    response = requests.get(url, timeout=10, **kw)
-    assert response.status_code == 200, response.text
-    return response.json()["environ"]
 
 
 PATHS = [

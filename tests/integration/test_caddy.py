@@ -9,17 +9,10 @@ import pytest
 import requests
 
 from frontends import Caddy, shipped
-from support import WsgiFcgi, free_port
+from support import environ_of, free_port
 
 SHIPPED_SITE = "127.0.0.1:8080"
 LATIN1_CAFE = "/café/x".encode().decode("latin-1")
-
-
-@pytest.fixture(scope="module")
-def envapp(tmp_path_factory):
-    server = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("caddy-envapp"))
-    yield server
-    server.stop()
 
 
 def start_caddy(tmp, name, backend):
@@ -39,12 +32,6 @@ def split_site(envapp, tmp_path_factory):
     caddy = start_caddy(tmp_path_factory.mktemp("caddy-split"), "Caddyfile-split-path", envapp)
     yield caddy
     caddy.stop()
-
-
-def environ_of(url, **kw):
-    response = requests.get(url, timeout=10, **kw)
-    assert response.status_code == 200, response.text
-    return response.json()["environ"]
 
 
 @pytest.mark.parametrize("path, path_info", [

@@ -9,15 +9,7 @@ import pytest
 import requests
 
 from frontends import Lighttpd, shipped
-from support import APPS, WsgiFcgi
-
-
-@pytest.fixture(scope="module")
-def envapp(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lighttpd-envapp")
-    server = WsgiFcgi("envapp:app", tmp)
-    yield server
-    server.stop()
+from support import APPS, WsgiFcgi, environ_of
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +18,6 @@ def root_site(envapp, tmp_path_factory):
                         shipped("lighttpd/wsgi_fcgi.conf", envapp.address))
     yield lighttpd
     lighttpd.stop()
-
-
-def environ_of(url, **kw):
-    response = requests.get(url, timeout=10, **kw)
-    assert response.status_code == 200, response.text
-    return response.json()["environ"]
 
 
 @pytest.mark.parametrize("path, path_info, query", [

@@ -8,16 +8,9 @@ import shutil
 import pytest
 import requests
 
-from support import NGINX_PARAMS, Nginx, WsgiFcgi, fastcgi_location, free_port, shipped_nginx_conf
+from support import NGINX_PARAMS, Nginx, WsgiFcgi, environ_of, fastcgi_location, free_port, shipped_nginx_conf
 
 LATIN1_CAFE = "/café/x".encode().decode("latin-1")
-
-
-@pytest.fixture(scope="module")
-def envapp(tmp_path_factory):
-    server = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("recipes-envapp"))
-    yield server
-    server.stop()
 
 
 def start_recipe(tmp, name, backend, **replace):
@@ -30,16 +23,10 @@ def start_recipe(tmp, name, backend, **replace):
     return Nginx(tmp, None, text, port=port)
 
 
-def environ_of(url):
-    response = requests.get(url, timeout=10, allow_redirects=False)
-    assert response.status_code == 200, response.text
-    return response.json()["environ"]
-
-
 def test_stock_fastcgi_params(envapp, tmp_path):
     nginx = Nginx(tmp_path, fastcgi_location(envapp.address))
     try:
-        env = environ_of(nginx.url + "/caf%C3%A9/x?q=1")
+        env = environ_of(nginx.url + "/caf%C3%A9/x?q=1", allow_redirects=False)
         assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", LATIN1_CAFE, "q=1")
         assert env["DOCUMENT_URI"] == LATIN1_CAFE and "SCRIPT_FILENAME" not in env
     finally:
@@ -54,7 +41,7 @@ def fastcgi_conf_site(envapp, tmp_path_factory):
 
 
 def test_fastcgi_conf_adds_script_filename(fastcgi_conf_site):
-    env = environ_of(fastcgi_conf_site.url + "/a/b?x=1")
+    env = environ_of(fastcgi_conf_site.url + "/a/b?x=1", allow_redirects=False)
     assert env["SCRIPT_FILENAME"] == "/var/www/html/a/b"
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/a/b", "x=1")
 
@@ -70,13 +57,13 @@ def split_site(envapp, tmp_path_factory):
     ("/app/", "/"), ("/app/x/y?q=1", "/x/y"), ("/app/caf%C3%A9/x", LATIN1_CAFE), ("/app/a%2525b", "/a%25b"),
 ])
 def test_split_path_info(split_site, path, path_info):
-    env = environ_of(split_site.url + path)
+    env = environ_of(split_site.url + path, allow_redirects=False)
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", path_info)
     assert env["REQUEST_URI"] == path
 
 
 def test_split_path_info_follows_a_rewrite(split_site):
-    env = environ_of(split_site.url + "/old/page?x=1")
+    env = environ_of(split_site.url + "/old/page?x=1", allow_redirects=False)
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/app", "/page", "x=1")
     assert env["REQUEST_URI"] == "/old/page?x=1"
 
@@ -99,13 +86,13 @@ def classic_site(envapp, tmp_path_factory):
 
 
 def test_classic_cgi_location(classic_site):
-    env = environ_of(classic_site.url + "/app.cgi?x=1")
+    env = environ_of(classic_site.url + "/app.cgi?x=1", allow_redirects=False)
     assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/app.cgi", "x=1")
     assert env["SCRIPT_FILENAME"] == "%s/app.cgi" % classic_site.docroot
 
 
 def test_classic_fastcgi_index(classic_site):
-    env = environ_of(classic_site.url + "/cgi-bin/")
+    env = environ_of(classic_site.url + "/cgi-bin/", allow_redirects=False)
     assert env["SCRIPT_FILENAME"] == "%s/cgi-bin/index.cgi" % classic_site.docroot
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/cgi-bin/")
 
@@ -120,7 +107,7 @@ def test_classic_with_script_name(tmp_path):
     backend = WsgiFcgi("envapp:app", tmp_path, "--script-name", "/app.cgi")
     nginx = start_recipe(tmp_path, "wsgi-fcgi-classic.conf", backend)
     try:
-        env = environ_of(nginx.url + "/app.cgi")
+        env = environ_of(nginx.url + "/app.cgi", allow_redirects=False)
         assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app.cgi", "")
     finally:
         nginx.stop()

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 
-import pytest
 
 from support import PYTHON, Process, can_connect, free_port, project_env, wait_for
 from wsgi_fcgi import client
