@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit deps venv bench bench-micro clean
+.PHONY: demo test lint unit deps venv bench bench-micro clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ demo: venv
 	bash scripts/install-system-deps.sh --demo
 	$(PY) scripts/demo.py
 
-test: deps venv
+test: deps venv lint
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check wsgi_fcgi tests benchmarks scripts examples
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
