@@ -20,7 +20,7 @@ from typing import Optional
 from gunicorn.workers.base import Worker
 
 from .server import Request, Server
-from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head
+from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head, simple_response
 
 _engine_log = logging.getLogger("wsgi_fcgi")
 
@@ -174,6 +174,10 @@ class FastCGIWorker(Worker):
         self._running.state = None
         if state is not None and state.environ is request.environ:
             self._after_app(request, state)
+        elif request.status and request.environ is not None:  # refused before the app (413, 503)
+            environ = request.environ
+            environ.setdefault("RAW_URI", environ.get("REQUEST_URI") or request_target(environ))
+            self._after_app(request, _RunningRequest(environ, RequestInfo(environ, request)))
         with self._count_lock:
             self.nr += 1
             recycle = self.nr >= self.max_requests and self.alive
@@ -189,8 +193,11 @@ class FastCGIWorker(Worker):
             head_length = len(encode_head(status, headers)) if state.status == status else None
         except InvalidResponse:
             head_length = None
-        if head_length is None:  # the app failed before its head went out: the bridge answered 500
-            status, headers, head_length = _split_cgi_head(INTERNAL_ERROR)
+        if head_length is None:
+            # The bridge answered, not the app: a 500 for its failure, or a
+            # limit (413, 503, 504) the engine enforced.
+            answer = INTERNAL_ERROR if status.startswith("500") else simple_response(status, status.partition(" ")[2])
+            status, headers, head_length = _split_cgi_head(answer)
         resp = ResponseInfo(status, headers, max(0, request.bytes_out - head_length))
         elapsed = datetime.timedelta(seconds=time.monotonic() - request.started)
         try:

@@ -267,14 +267,20 @@ class Channel:
             except OSError as exc:
                 self._write_failed(exc)
 
-    def end_from_loop(self, request: Request, head: bytes) -> None:
-        """End a request from the loop: `head` is sent if the app sent nothing yet."""
+    def end_from_loop(self, request: Request, status: str, text: str) -> None:
+        """End a request from outside its thread (limits, timeouts): the
+        response is `status` with `text`, unless the app's head is out already."""
         def end() -> bytes:
             if request.ended:
                 return b""
-            self._end(request)
             rid = request.request_id
-            out = p.encode_stream(p.STDOUT, rid, head) if request.bytes_out == 0 else b""
+            out = b""
+            if request.bytes_out == 0:
+                response = simple_response(status, text)
+                request.status = status
+                request.bytes_out = len(response)
+                out = p.encode_stream(p.STDOUT, rid, response)
+            self._end(request)
             return out + p.encode_stdout_end(rid)
         self.pending.append(end)
         self.flush_pending()
@@ -847,12 +853,14 @@ class Server:
             length = content_length_of(event.params)
             if length is not None and length > self.max_body_size:
                 self._refuse_too_large(request, length)
+                self._run_end_hooks(request)  # it never reaches a thread
                 return
-        # Requests started this round wait in _ready, not yet in the queue.
-        if self.queue.qsize() + len(self._ready) >= self.max_queue:
+        # Every live request holds a thread or waits for one (in the queue, or
+        # in _ready until the end of this loop round).
+        if self.live_requests() > self.threads + self.max_queue:
             log.warning("all %d threads busy and %d requests queued: answering 503",
                         self.threads, self.max_queue)
-            channel.end_from_loop(request, simple_response("503 Service Unavailable", "Service Unavailable"))
+            self._refuse_before_app(request, "503 Service Unavailable")
             return
         self._ready.append(request)  # dispatched at the end of the loop round
 
@@ -869,7 +877,22 @@ class Server:
         log.warning("%r: request body of %d bytes exceeds --max-body-size %d: answering 413",
                     request.channel, size, self.max_body_size)
         request.abort(RequestBodyTooLarge("request body larger than %d bytes" % self.max_body_size))
-        request.channel.end_from_loop(request, simple_response("413 Content Too Large", "Content Too Large"))
+        request.channel.end_from_loop(request, "413 Content Too Large", "Content Too Large")
+
+    def _refuse_before_app(self, request: Request, status: str) -> None:
+        request.channel.end_from_loop(request, status, status.partition(" ")[2])
+        self._run_end_hooks(request)
+
+    def _run_end_hooks(self, request: Request) -> None:
+        """The on_request_end hooks (access log, counters) for every request,
+        also the ones refused before a thread ran them."""
+        if request.environ is None:
+            request.environ = build_environ(request.params, self.base_environ, self.script_name)
+        for callback in self.on_request_end:
+            try:
+                callback(request)
+            except Exception:
+                log.exception("error in a request-end hook")
 
     def request_ended(self, request: Request) -> None:
         with self._count_lock:
@@ -890,16 +913,13 @@ class Server:
                     environ["wsgi_fcgi.data"] = request.filter_data
                 request.environ = environ
                 response = run_app(self.app, environ, request)
-                request.status = response.status
+                if request.status is None:  # else the loop answered for it (413, 504)
+                    request.status = response.status
         except BaseException:
             log.exception("internal error while handling a request")
         finally:
             request.finish()
-            for callback in self.on_request_end:
-                try:
-                    callback(request)
-                except Exception:
-                    log.exception("error in a request-end hook")
+            self._run_end_hooks(request)
 
 
 def content_length_of(params: list) -> Optional[int]:

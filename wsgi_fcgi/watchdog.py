@@ -22,7 +22,6 @@ import time
 import traceback
 from typing import Callable, Optional
 
-from .wsgi import simple_response
 
 log = logging.getLogger("wsgi_fcgi")
 
@@ -99,7 +98,7 @@ class Watchdog:
                       "interrupting %s; stack:\n%s", describe(request), age, self.request_timeout,
                       thread.name, thread_stack(thread))
             request.abort(RequestTimeout("request timeout"))
-            request.channel.end_from_loop(request, simple_response("504 Gateway Timeout", "Gateway Timeout"))
+            request.channel.end_from_loop(request, "504 Gateway Timeout", "Gateway Timeout")
             if thread.request is request:  # not if it finished meanwhile: it would hit the next one
                 interrupt(thread, RequestTimeout)
         elif now - seen[1] >= STUCK_GRACE and not self.stuck_reported:
