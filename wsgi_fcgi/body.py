@@ -33,7 +33,10 @@ class RequestBody:
     """
 
     def __init__(self, spool_size: int = DEFAULT_SPOOL_SIZE, spool_dir: Optional[str] = None) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # Made only when a reader has to wait: most bodies are complete (or
+        # empty) before the app reads them, and a Condition costs ~2 us.
+        self._cond: Optional[threading.Condition] = None
         # In memory: the chunks as they came (no copying on feed), the read
         # position inside the first one, and the unread total.
         self._chunks: collections.deque = collections.deque()
@@ -51,7 +54,7 @@ class RequestBody:
     # -- feeding side (I/O loop) ------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        with self._cond:
+        with self._lock:
             if self._eof or self._error is not None:
                 return
             self.received += len(data)
@@ -62,18 +65,22 @@ class RequestBody:
                 self._buffered += len(data)
                 if self._buffered > self._spool_size:
                     self._spool()
-            self._cond.notify_all()
+            self._wake_readers()
 
     def feed_eof(self) -> None:
-        with self._cond:
+        with self._lock:
             self._eof = True
-            self._cond.notify_all()
+            self._wake_readers()
 
     def fail(self, error: BaseException) -> None:
         """Make readers raise `error` (abort, lost connection, body too large)."""
-        with self._cond:
+        with self._lock:
             if self._error is None and not self._eof:
                 self._error = error
+            self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        if self._cond is not None:
             self._cond.notify_all()
 
     def _spool(self) -> None:
@@ -106,6 +113,8 @@ class RequestBody:
         while not self._eof and (size < 0 or self._available() < size):
             if self._error is not None:
                 raise self._error
+            if self._cond is None:
+                self._cond = threading.Condition(self._lock)
             self._cond.wait()
 
     def _take(self, size: int) -> bytes:
@@ -143,13 +152,13 @@ class RequestBody:
     def read(self, size: Optional[int] = -1) -> bytes:
         if size is None:
             size = -1
-        with self._cond:
+        with self._lock:
             self._wait_for(size)
             return self._take(size)
 
     def read1(self, size: int = -1) -> bytes:
         """Whatever is buffered, waiting only when nothing is."""
-        with self._cond:
+        with self._lock:
             self._wait_for(1)
             return self._take(size)
 
@@ -158,7 +167,7 @@ class RequestBody:
             size = -1
         parts = []
         wanted = size
-        with self._cond:
+        with self._lock:
             while wanted != 0:
                 self._wait_for(1)
                 chunk = self._peek(_READLINE_CHUNK if wanted < 0 else min(wanted, _READLINE_CHUNK))
@@ -207,11 +216,11 @@ class RequestBody:
         return True
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None
             self._chunks.clear()
             self._buffered = self._offset = 0
             self._eof = True
-            self._cond.notify_all()
+            self._wake_readers()
