@@ -11,7 +11,7 @@ from typing import NoReturn, Optional
 
 from . import __version__
 from .apploader import AppImportError, load_app
-from .listeners import ConfigError
+from .listeners import ConfigError, bind_listeners, remove_unix_socket
 
 log = logging.getLogger("wsgi_fcgi")
 
@@ -192,9 +192,8 @@ def main(argv: Optional[list] = None) -> None:
             fail(str(exc), debug)
         except OSError as exc:
             fail("cannot open --access-log %s: %s" % (args.access_log, exc.strerror), debug)
-    from .server import Server
     try:
-        sockets = Server._bind(args.bind, args.backlog, args.socket_mode)
+        sockets = bind_listeners(args.bind, args.backlog, args.socket_mode)
     except ConfigError as exc:
         fail(str(exc), debug)
     if args.no_master:
@@ -205,7 +204,6 @@ def main(argv: Optional[list] = None) -> None:
 
 def run_single(args: argparse.Namespace, sockets: list) -> int:
     """--no-master: the worker's code, in this process."""
-    from .listeners import remove_unix_socket
     from .scoreboard import Scoreboard
     from .worker import BOOT_FAILED, Worker
     if args.workers > 1:

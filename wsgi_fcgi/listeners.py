@@ -95,6 +95,25 @@ def create_listener(address: Address, *, backlog: int = 1024, socket_mode: int =
     return sock
 
 
+def bind_listeners(bind, backlog: int = 1024, socket_mode: int = 0o660) -> list:
+    """Listening sockets for `bind`: one address, a list, or None (the
+    inherited socket on fd 0 if there is one, else DEFAULT_BIND).  All or
+    none: on a ConfigError the ones already bound are closed."""
+    if bind is None:
+        bind = ["fd://0"] if inherited_fd0_available() else [DEFAULT_BIND]
+    elif isinstance(bind, str):
+        bind = [bind]
+    sockets = []
+    try:
+        for text in bind:
+            sockets.append(create_listener(parse_address(text), backlog=backlog, socket_mode=socket_mode))
+    except ConfigError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def _bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

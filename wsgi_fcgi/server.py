@@ -28,9 +28,8 @@ from . import protocol as p
 from .body import ClientDisconnected, RequestBody
 from .connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted,
                          RequestStarted, ServerConnection, StdinReceived)
-from .listeners import (DEFAULT_BIND, ConfigError, PeerFilter, create_listener,
-                        inherited_fd0_available, listener_address, parse_address,
-                        remove_unix_socket, warn_if_exposed)
+from .listeners import (ConfigError, PeerFilter, bind_listeners, listener_address, remove_unix_socket,
+                        warn_if_exposed)
 from .wsgi import ErrorStream, WSGIApp, base_environ, build_environ, run_app, simple_response
 
 log = logging.getLogger("wsgi_fcgi")
@@ -511,7 +510,7 @@ class Server:
             p.MPXS_CONNS: b"1",
         }
         self.owns_sockets = sockets is None
-        self.sockets = sockets if sockets is not None else self._bind(bind, backlog, socket_mode)
+        self.sockets = sockets if sockets is not None else bind_listeners(bind, backlog, socket_mode)
         for sock in self.sockets:
             sock.setblocking(False)
         warn_if_exposed(self.sockets, self.peers)
@@ -545,25 +544,6 @@ class Server:
         self.on_tick: list[Callable[[], None]] = []
         #: called in the request thread after each request: fn(request)
         self.on_request_end: list[Callable[[Request], None]] = []
-
-    @staticmethod
-    def _bind(bind, backlog: int, socket_mode: int) -> list:
-        if bind is None:
-            if inherited_fd0_available():
-                bind = ["fd://0"]
-            else:
-                bind = [DEFAULT_BIND]
-        elif isinstance(bind, str):
-            bind = [bind]
-        sockets = []
-        try:
-            for text in bind:
-                sockets.append(create_listener(parse_address(text), backlog=backlog, socket_mode=socket_mode))
-        except ConfigError:
-            for sock in sockets:
-                sock.close()
-            raise
-        return sockets
 
     @property
     def addresses(self) -> list[str]:
