@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 PYTHON = sys.executable
 NGINX_PARAMS = Path("/etc/nginx/fastcgi_params")
+#: /caf%C3%A9/x as the app sees it: the UTF-8 bytes as a WSGI (latin-1) string
+LATIN1_CAFE = "/café/x".encode().decode("latin-1")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -6,9 +6,7 @@ import pytest
 import requests
 
 from frontends import Apache, shipped
-from support import WsgiFcgi, environ_of
-
-LATIN1_CAFE = "/café/x".encode().decode("latin-1")
+from support import LATIN1_CAFE, WsgiFcgi, environ_of
 
 
 @pytest.fixture(scope="module")

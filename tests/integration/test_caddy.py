@@ -9,10 +9,9 @@ import pytest
 import requests
 
 from frontends import Caddy, shipped
-from support import environ_of, free_port
+from support import LATIN1_CAFE, environ_of, free_port
 
 SHIPPED_SITE = "127.0.0.1:8080"
-LATIN1_CAFE = "/café/x".encode().decode("latin-1")
 
 
 def start_caddy(tmp, name, backend):

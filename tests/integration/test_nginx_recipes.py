@@ -8,9 +8,8 @@ import shutil
 import pytest
 import requests
 
-from support import NGINX_PARAMS, Nginx, WsgiFcgi, environ_of, fastcgi_location, free_port, shipped_nginx_conf
-
-LATIN1_CAFE = "/café/x".encode().decode("latin-1")
+from support import (LATIN1_CAFE, NGINX_PARAMS, Nginx, WsgiFcgi, environ_of,
+                     fastcgi_location, free_port, shipped_nginx_conf)
 
 
 def start_recipe(tmp, name, backend, **replace):
