@@ -881,7 +881,7 @@ class Server:
             self.wake()
 
     def handle_request(self, request: Request) -> None:
-        """Run one request in a pool thread."""
+        """Run one request: in a pool thread, or inline in the loop thread."""
         try:
             if not request.ended and not request.aborted:
                 environ = build_environ(request.params, self.base_environ, self.script_name)
