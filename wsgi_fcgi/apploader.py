@@ -6,6 +6,7 @@ import ast
 import importlib
 import os
 import sys
+import traceback
 from typing import Callable
 
 
@@ -15,7 +16,29 @@ class AppImportError(Exception):
 
 def load_app(spec: str) -> Callable:
     """`pkg.mod:app`, `pkg.mod` (`application`, then `app`), `pkg.mod:create_app()`
-    or `pkg.mod:create_app('arg', key=1)` (a factory called with literal arguments)."""
+    or `pkg.mod:create_app('arg', key=1)` (a factory called with literal arguments).
+
+    Every failure, also an exception raised by the app's own module while it
+    is imported, is an AppImportError naming the file and line."""
+    try:
+        return _load(spec)
+    except AppImportError:
+        raise
+    except Exception as exc:
+        raise AppImportError("cannot load app %r: %s: %s%s" % (spec, type(exc).__name__, exc, _where(exc))) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """' (file, line N)' of the innermost frame of the traceback, if any."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return " (%s, line %s)" % (exc.filename, exc.lineno)
+    if not frames:
+        return ""
+    return " (%s, line %d)" % (frames[-1].filename, frames[-1].lineno)
+
+
+def _load(spec: str) -> Callable:
     module_name, _, expression = spec.partition(":")
     if not module_name:
         raise AppImportError("%r: write the app as MODULE:NAME" % spec)

@@ -9,15 +9,13 @@ import socket
 import stat
 from typing import Iterable, NamedTuple, Optional
 
+from .errors import ConfigError
+
 log = logging.getLogger("wsgi_fcgi")
 
 DEFAULT_BIND = "127.0.0.1:9000"
 #: FCGI_LISTENSOCK_FILENO (spec 2.2): the listening socket a spawner passes as fd 0.
 LISTENSOCK_FILENO = 0
-
-
-class ConfigError(Exception):
-    """A setting that cannot work: reported as one line at start-up."""
 
 
 class Address(NamedTuple):

@@ -51,11 +51,11 @@ class WorkerProcess:
 
 
 class Master:
-    def __init__(self, args, sockets: list) -> None:
-        self.args = args
+    def __init__(self, settings, sockets: list) -> None:
+        self.settings = args
         self.sockets = sockets
-        self.target = args.workers
-        self.scoreboard = Scoreboard(args.workers * 2 + _SPARE_SLOTS)
+        self.target = settings.workers
+        self.scoreboard = Scoreboard(settings.workers * 2 + _SPARE_SLOTS)
         self.workers: dict[int, WorkerProcess] = {}
         self.generation = 1
         self.ever_ready = False
@@ -77,7 +77,7 @@ class Master:
         for sig in _HANDLED:
             signal.signal(sig, self._queue_signal)
         self._write_pid()
-        log.info("master %d: %d worker(s) x %d threads on %s", self.pid, self.target, self.args.threads,
+        log.info("master %d: %d worker(s) x %d threads on %s", self.pid, self.target, self.settings.threads,
                  ", ".join(_addresses(self.sockets)))
         try:
             while True:
@@ -160,7 +160,7 @@ class Master:
             os.close(self._wake_r)
             os.close(self._wake_w)
             self.signals.clear()
-            code = Worker(self.args, self.sockets, self.scoreboard, index, self.generation, self.pid).run()
+            code = Worker(self.settings, self.sockets, self.scoreboard, index, self.generation, self.pid).run()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -211,10 +211,10 @@ class Master:
         """php-fpm's emergency_restart_threshold: too many deaths in a window -> back off."""
         now = time.monotonic()
         self.deaths.append(now)
-        window = self.args.restart_window
+        window = self.settings.restart_window
         while self.deaths and now - self.deaths[0] > window:
             self.deaths.popleft()
-        if len(self.deaths) >= self.args.restart_threshold:
+        if len(self.deaths) >= self.settings.restart_threshold:
             self.backoff = min(_MAX_BACKOFF, max(1.0, self.backoff * 2))
             self.spawn_after = now + self.backoff
             log.critical("master: %d workers died within %.0f s: waiting %.0f s before starting more "
@@ -249,9 +249,9 @@ class Master:
                 continue
             slot = self.scoreboard.read(worker.index)
             silent = now - max(slot.heartbeat, worker.spawned)
-            if silent > self.args.timeout:
+            if silent > self.settings.timeout:
                 log.error("master: worker %d sent no heartbeat for %.0f s (--timeout %g): killing it",
-                          worker.pid, silent, self.args.timeout)
+                          worker.pid, silent, self.settings.timeout)
                 self._kill(worker, signal.SIGKILL)
                 worker.kill_at = now
 
@@ -264,7 +264,7 @@ class Master:
 
     def _stop_worker(self, worker: WorkerProcess, sig: int) -> None:
         worker.stop_sent = True
-        grace = self.args.graceful_timeout if sig == signal.SIGTERM else 0.0
+        grace = self.settings.graceful_timeout if sig == signal.SIGTERM else 0.0
         worker.kill_at = time.monotonic() + grace + _KILL_GRACE
         self._kill(worker, sig)
 
@@ -317,17 +317,17 @@ class Master:
         for sock in self.sockets:
             remove_unix_socket(sock)
             sock.close()
-        if self.args.pid:
+        if self.settings.pid:
             try:
-                os.unlink(self.args.pid)
+                os.unlink(self.settings.pid)
             except OSError:
                 pass
 
     def _write_pid(self) -> None:
-        if self.args.pid:
-            with open(self.args.pid + ".tmp", "w") as f:
+        if self.settings.pid:
+            with open(self.settings.pid + ".tmp", "w") as f:
                 f.write("%d\n" % self.pid)
-            os.replace(self.args.pid + ".tmp", self.args.pid)
+            os.replace(self.settings.pid + ".tmp", self.settings.pid)
 
 
 def _addresses(sockets: list) -> list:

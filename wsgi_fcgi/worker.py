@@ -13,7 +13,8 @@ import time
 from typing import Optional
 
 from . import accesslog
-from .listeners import ConfigError
+from .apploader import AppImportError, load_app
+from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Scoreboard, Slot
 from .watchdog import Watchdog
 
@@ -24,9 +25,9 @@ BOOT_FAILED = 3
 
 
 class Worker:
-    def __init__(self, args, sockets: list, scoreboard: Scoreboard, index: int, generation: int,
+    def __init__(self, settings, sockets: list, scoreboard: Scoreboard, index: int, generation: int,
                  master_pid: Optional[int]) -> None:
-        self.args = args
+        self.settings = settings
         self.sockets = sockets
         self.scoreboard = scoreboard
         self.index = index
@@ -35,10 +36,10 @@ class Worker:
         self.retiring = False
         self.reopen_logs = False
         self.max_requests = 0
-        if args.max_requests:
-            self.max_requests = args.max_requests + random.randint(0, args.max_requests_jitter)
+        if settings.max_requests:
+            self.max_requests = settings.max_requests + random.randint(0, settings.max_requests_jitter)
         self.slot = Slot(pid=os.getpid(), generation=generation, state=STARTING, started=time.time(),
-                         heartbeat=time.monotonic(), threads=args.threads)
+                         heartbeat=time.monotonic(), threads=settings.threads)
 
     def publish(self) -> None:
         self.scoreboard.write(self.index, self.slot)
@@ -49,13 +50,13 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         self.publish()
-        from .cli import fail, load, server_options
+        debug = self.settings.log_level == "debug"
         try:
-            app = load(self.args)
             try:
-                self.server = server = self._build_server(app, server_options(self.args))
-            except ConfigError as exc:
-                fail(str(exc), self.args.log_level == "debug")
+                app = load_app(self.settings.app)
+                self.server = server = self._build_server(app, self.settings.server_options())
+            except (AppImportError, ConfigError) as exc:
+                fail(str(exc), debug)
         except SystemExit:
             return BOOT_FAILED  # cli.fail printed the reason
         signal.signal(signal.SIGTERM, lambda *_: self.stop(graceful=True))
@@ -71,18 +72,18 @@ class Worker:
         from .server import Server
         from .status import StatusPages
 
-        args = self.args
-        if args.status_path or args.ping_path:
-            app = StatusPages(app, status_path=args.status_path, ping_path=args.ping_path,
-                              pool=args.pool_name or args.app, scoreboard=self.scoreboard,
+        settings = self.settings
+        if settings.status_path or settings.ping_path:
+            app = StatusPages(app, status_path=settings.status_path, ping_path=settings.ping_path,
+                              pool=settings.pool_name or settings.app, scoreboard=self.scoreboard,
                               sockets=self.sockets, refresh=self.refresh)
         server = Server(app, sockets=self.sockets, **options)
         server.on_tick.append(self.tick)
         server.on_request_end.append(self.request_ended)
-        if args.access_log:
-            server.on_request_end.append(accesslog.AccessLogger(args.access_log_format))
-        if args.slow_request_timeout or args.request_timeout:
-            server.on_tick.append(Watchdog(server, args.slow_request_timeout, args.request_timeout,
+        if settings.access_log:
+            server.on_request_end.append(accesslog.AccessLogger(settings.access_log_format))
+        if settings.slow_request_timeout or settings.request_timeout:
+            server.on_tick.append(Watchdog(server, settings.slow_request_timeout, settings.request_timeout,
                                            on_slow=self._count_slow, on_timeout=self._count_timeout,
                                            on_stuck=lambda: self.retire("a request is stuck past --request-timeout")))
         return server
