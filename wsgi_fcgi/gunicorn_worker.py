@@ -99,7 +99,7 @@ class FastCGIWorker(Worker):
             max_connections=cfg.worker_connections,
             # gunicorn's --keep-alive 0 means "no idle connections": close them
             # at the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
-            keepalive_timeout=cfg.keepalive or 0.001,
+            keep_alive=cfg.keepalive or 0.001,
             multiprocess=cfg.workers > 1,
             # gunicorn's way to mount an app under a prefix: --env SCRIPT_NAME=/prefix
             script_name=os.environ.get("SCRIPT_NAME", ""),

@@ -52,7 +52,7 @@ class WorkerProcess:
 
 class Master:
     def __init__(self, settings, sockets: list) -> None:
-        self.settings = args
+        self.settings = settings
         self.sockets = sockets
         self.target = settings.workers
         self.scoreboard = Scoreboard(settings.workers * 2 + _SPARE_SLOTS)

@@ -28,8 +28,9 @@ from . import protocol as p
 from .body import ClientDisconnected, RequestBody
 from .connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted,
                          RequestStarted, ServerConnection, StdinReceived)
-from .listeners import (ConfigError, PeerFilter, bind_listeners, listener_address, remove_unix_socket,
+from .listeners import (PeerFilter, bind_listeners, listener_address, remove_unix_socket,
                         warn_if_exposed)
+from .settings import check_server_options, server_defaults
 from .wsgi import ErrorStream, WSGIApp, base_environ, build_environ, run_app, simple_response
 
 log = logging.getLogger("wsgi_fcgi")
@@ -475,28 +476,26 @@ class Server:
     """
 
     def __init__(self, app: WSGIApp, bind: Union[str, Iterable[str], None] = None, threads: int = 8, *,
-                 sockets: Optional[list] = None, script_name: str = "", backlog: int = 1024,
-                 socket_mode: int = 0o660, allowed_servers: Optional[Union[str, Iterable[str]]] = None,
-                 max_body_size: int = 0, max_params_size: int = 1 << 20, max_connections: int = 1024,
-                 max_queue: int = 256, max_requests_per_connection: int = 100,
-                 keepalive_timeout: float = 75.0, read_timeout: float = 30.0, write_timeout: float = 60.0,
-                 spool_size: int = 1 << 20, multiprocess: bool = False,
-                 graceful_timeout: float = 30.0, inline_requests: bool = True) -> None:
-        if threads < 1:
-            raise ConfigError("--threads must be at least 1")
+                 sockets: Optional[list] = None, inline_requests: bool = True, **options) -> None:
+        settings = server_defaults()
+        settings.update(check_server_options(dict(options, threads=threads)))
+        threads = settings["threads"]
         self.app = app
         self.threads = threads
-        self.script_name = script_name.rstrip("/")
-        self.max_body_size = max_body_size
-        self.max_params_size = max_params_size
-        self.max_connections = max_connections
-        self.max_queue = max_queue
-        self.max_requests_per_connection = max_requests_per_connection
-        self.keepalive_timeout = keepalive_timeout
-        self.read_timeout = read_timeout
-        self.write_timeout = write_timeout
-        self.spool_size = spool_size
-        self.graceful_timeout = graceful_timeout
+        self.script_name = settings["script_name"].rstrip("/")
+        self.max_body_size = settings["max_body_size"]
+        self.max_params_size = settings["max_params_size"]
+        self.max_connections = max_connections = settings["max_connections"]
+        self.max_queue = max_queue = settings["max_queue"]
+        self.max_requests_per_connection = settings["max_requests_per_connection"]
+        self.keepalive_timeout = settings["keep_alive"]
+        self.read_timeout = settings["read_timeout"]
+        self.write_timeout = settings["write_timeout"]
+        self.spool_size = settings["spool_size"]
+        self.graceful_timeout = settings["graceful_timeout"]
+        backlog, socket_mode = settings["backlog"], settings["socket_mode"]
+        allowed_servers = settings["allowed_servers"]
+        multiprocess = options.get("multiprocess", False)
         # With one thread the loop thread would be a second request thread.
         self.inline_requests = inline_requests and threads > 1
         if isinstance(allowed_servers, str) or allowed_servers is None:

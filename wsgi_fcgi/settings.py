@@ -21,11 +21,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from .errors import ConfigError
+
 #: Environment variables named ENV_PREFIX + the setting's name in upper case.
 ENV_PREFIX = "WSGI_FCGI_"
 
 
-class SettingError(ValueError):
+class SettingError(ConfigError, ValueError):
     """A value that cannot be parsed or is out of range: one line for the user."""
 
 
@@ -293,13 +295,16 @@ class Settings:
 
 
 def server_defaults() -> dict:
-    return {s.name: s.default for s in SETTINGS if s.server}
+    return dict({s.name: s.default for s in SETTINGS if s.server}, multiprocess=False)
 
 
 def check_server_options(options: Mapping[str, Any]) -> dict:
     """`Server(**options)`: unknown names are refused, values parsed and checked."""
     checked = {}
     for name, value in options.items():
+        if name == "multiprocess":
+            checked[name] = bool(value)
+            continue
         setting = BY_NAME.get(name)
         if setting is None or not setting.server:
             raise TypeError("Server() got an unexpected keyword argument %r" % name)

@@ -92,6 +92,7 @@ def test_empty_module_name():
 
 def test_import_error_inside_the_module_is_not_disguised(module):
     # The module exists but imports something missing: the real error shows.
-    with pytest.raises(ImportError) as info:
+    with pytest.raises(AppImportError) as info:
         load_app(module("import no_such_dependency_xyz\n"))
-    assert "no_such_dependency_xyz" in str(info.value)
+    assert "No module named 'no_such_dependency_xyz'" in str(info.value)
+    assert ".py, line 1)" in str(info.value)  # where the failing import is
