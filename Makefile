@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint unit deps venv bench bench-micro clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e . -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -31,9 +31,13 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# make bench: nginx, wrk, libfcgi-dev from Debian, the contenders into a venv (BENCH_VENV, default /tmp/wsgi-fcgi-bench-venv), then every scenario;
+# results under benchmarks/results/<timestamp>/ (BENCH_ARGS="--duration 3 --repeat 1 --scenarios hello" for a quick look)
+BENCH_ARGS ?=
 bench: venv
-	$(PY) -m pip install -q matplotlib
-	$(PY) benchmarks/run.py
+	bash benchmarks/harness/setup.sh
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 bench-micro: venv
 	$(PY) -m pytest benchmarks/micro --benchmark-enable
