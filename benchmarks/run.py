@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""Reproduce the performance figures of the README (issue 7's targets).
+"""Reproduce the performance figures of docs/performance.md: `make bench`.
 
-Runs the shared harness (../shared/bench/run.py: real nginx + wrk, every
-contender in one interleaved run) once per scenario, keeps its JSON, and
-writes a Markdown table, the ratios against the anchors and a PNG plot.
+Runs the harness in benchmarks/harness/ (a real nginx + wrk, every contender
+in one interleaved run) once per scenario, keeps its JSON, and writes a
+Markdown table, the ratios against the targets and a PNG plot into
+benchmarks/results/<timestamp>/.
 
-    python3 benchmarks/run.py                       # every scenario, 5 rounds of 10 s
+    make bench                                      # set-up, then every scenario, 5 rounds of 10 s
     python3 benchmarks/run.py --scenarios hello --repeat 3 --duration 5
-    python3 benchmarks/run.py --report benchmarks/results/LATEST   # redo table + plot
+    python3 benchmarks/run.py --scenarios hello --contenders wsgi_fcgi,uwsgi-fastcgi \
+        --duration 3 --repeat 1 --out /tmp/bench  # a quick look, nothing written in the checkout
+    python3 benchmarks/run.py --report benchmarks/results/<timestamp>   # redo table + plot
 
-Needs the harness set up once: `bash ../shared/bench/setup.sh` (nginx, wrk,
-flup, uWSGI, gunicorn, the C libfcgi responder).  BENCH_HARNESS points
-elsewhere if the harness is not beside the checkout.
+Needs the harness set up once: `bash benchmarks/harness/setup.sh` (nginx, wrk
+and libfcgi-dev from Debian; uWSGI, flup, fcgisgi, gunicorn and Flask from
+PyPI into $BENCH_VENV, default /tmp/wsgi-fcgi-bench-venv; the C libfcgi
+responder built from benchmarks/harness/native/fcgi_hello.c).  `make bench`
+runs it first.
 """
 
 from __future__ import annotations
@@ -19,30 +24,32 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT.parent / "shared" / "bench" / "run.py"))
+HARNESS = ROOT / "benchmarks" / "harness" / "run.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
 TWO_WORKERS = ("wsgi_fcgi-2w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
                "--workers 2 --threads {threads} {module}:app")
 
-#: name -> (harness --app, contenders, extra harness args, [(A, B, target ratio)])
+#: name -> (harness --app, contenders, extra harness args, [(A, B, target ratio)]); the targets are issue 14's
 SCENARIOS = {
-    "hello": ("hello", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http,"
-              "gunicorn-sync-http,c-libfcgi,nginx-static", [],
-              [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "flup-threaded-unix", 2.5),
+    "hello": ("hello", "wsgi_fcgi,uwsgi-fastcgi,c-libfcgi,flup-threaded-unix,fcgisgi-unix,"
+              "gunicorn-gthread-http,gunicorn-sync-http,nginx-static", [],
+              [("wsgi_fcgi", "uwsgi-fastcgi", 1.5), ("wsgi_fcgi", "c-libfcgi", 0.5),
+               ("wsgi_fcgi", "flup-threaded-unix", 3.0), ("wsgi_fcgi", "fcgisgi-unix", 3.0),
                ("wsgi_fcgi", "gunicorn-gthread-http", 2.5)]),
     "flask": ("flask", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http", [],
-              [("wsgi_fcgi", "gunicorn-gthread-http", 1.3), ("wsgi_fcgi", "uwsgi-fastcgi", 1.0)]),
+              [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "gunicorn-gthread-http", 1.3)]),
     "echo": ("echo", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-sync-http", [],
-             [("wsgi_fcgi", "flup-threaded-unix", 2.0), ("wsgi_fcgi", "uwsgi-fastcgi", 1.0)]),
+             [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "flup-threaded-unix", 2.0)]),
     "big": ("big", "wsgi_fcgi,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
-            [("wsgi_fcgi", "c-libfcgi", 0.9)]),
+            [("wsgi_fcgi", "c-libfcgi", 1.0)]),
+    "hello-2w": ("hello", "wsgi_fcgi,uwsgi-fastcgi", ["--workers", "2"],
+                 [("wsgi_fcgi", "uwsgi-fastcgi", 1.5)]),
     "flask-2w": ("flask", "wsgi_fcgi,wsgi_fcgi-2w", ["--define", TWO_WORKERS],
                  [("wsgi_fcgi-2w", "wsgi_fcgi", 1.4)]),
 }
@@ -50,6 +57,9 @@ SCENARIOS = {
 
 def run_scenario(name: str, out: Path, args) -> Path:
     app, contenders, extra, _ = SCENARIOS[name]
+    if args.contenders:
+        wanted = args.contenders.split(",")
+        contenders = ",".join(c for c in contenders.split(",") if c in wanted)
     json_path = out / ("%s.json" % name)
     cmd = [sys.executable, str(HARNESS), "--project", str(ROOT), "--app", app,
            "--contenders", contenders, "--repeat", str(args.repeat), "--duration", str(args.duration),
@@ -97,7 +107,7 @@ def report(out: Path) -> str:
             value = found.get((a, b))
             lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
                 name, a, b, "%.2f" % value if value else "-", target,
-                "yes" if value and value >= target else "no"))
+                "-" if not value else "yes" if value >= target else "no"))
     meta = next(iter(docs.values()))["meta"] if docs else {}
     if meta:
         lines += ["", "Machine: %s CPUs (%s), kernel %s, %s; %s rounds of %s s, interleaved." % (
@@ -141,17 +151,21 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ", ".join(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--contenders", help="only these (comma list) of each scenario's contenders")
+    parser.add_argument("--out", metavar="DIR", help="write here instead of benchmarks/results/<timestamp>")
     parser.add_argument("--report", metavar="DIR", help="only rebuild results.md and the plot from DIR")
     args = parser.parse_args()
     if args.report:
         print(report(Path(args.report)))
         return
-    if not HARNESS.exists():
-        sys.exit("benchmark harness not found at %s (set BENCH_HARNESS)" % HARNESS)
-    out = RESULTS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    names = [name.strip() for name in args.scenarios.split(",")]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error("unknown scenario %s (known: %s)" % (", ".join(unknown), ", ".join(SCENARIOS)))
+    out = Path(args.out) if args.out else RESULTS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    for name in args.scenarios.split(","):
-        run_scenario(name.strip(), out, args)
+    for name in names:
+        run_scenario(name, out, args)
     print(report(out))
 
 
