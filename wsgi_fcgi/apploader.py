@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import sys
 import traceback
@@ -38,11 +39,41 @@ def _where(exc: BaseException) -> str:
     return " (%s, line %d)" % (frames[-1].filename, frames[-1].lineno)
 
 
+def enter_directory(path: str) -> None:
+    """--chdir PATH: change to it and import from it, by the path as given.
+
+    With `current -> releases/N` (a symlinked release), os.getcwd() is the
+    resolved releases/N; sys.path keeps `current`, so a worker started after
+    the link moved (HUP) imports the new release."""
+    os.chdir(path)
+    path = os.path.abspath(path)  # no symlink is resolved
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+    importlib.invalidate_caches()
+
+
+def _cwd_on_path() -> bool:
+    if "" in sys.path:
+        return True
+    for entry in sys.path:
+        try:
+            if os.path.samefile(entry, "."):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _load(spec: str) -> Callable:
     module_name, _, expression = spec.partition(":")
     if not module_name:
         raise AppImportError("%r: write the app as MODULE:NAME" % spec)
-    if os.getcwd() not in sys.path and "" not in sys.path:
+    if module_name.endswith(".py") or "/" in module_name:
+        raise AppImportError("%r is a file name: write MODULE:APP, e.g. %s:%s"
+                             % (spec, os.path.basename(module_name).removesuffix(".py") or "app",
+                                expression or "app"))
+    if not _cwd_on_path():
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -87,4 +118,24 @@ def _attribute(module, name: str, spec: str):
 def _check(app, spec: str) -> Callable:
     if not callable(app):
         raise AppImportError("%r is not callable (got %s)" % (spec, type(app).__name__))
+    if _is_factory(app):
+        raise AppImportError("%r takes no arguments: it looks like an app factory, not a WSGI app; "
+                             "write %s() to call it" % (spec, spec if ":" in spec else spec + ":" + app.__name__))
     return app
+
+
+def _is_factory(app) -> bool:
+    """A function that can be called with no arguments but not with
+    (environ, start_response): a factory named without its `()`."""
+    if not inspect.isfunction(app) and not inspect.ismethod(app):
+        return False
+    try:
+        signature = inspect.signature(app)
+        signature.bind()
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind({}, None)
+    except TypeError:
+        return True
+    return False

@@ -12,7 +12,8 @@ import sys
 from typing import Optional
 
 from . import __version__
-from .apploader import AppImportError, load_app
+from . import privileges
+from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .listeners import bind_listeners, remove_unix_socket
 from .settings import Settings, SettingError, load as load_settings
@@ -55,10 +56,12 @@ def main(argv: Optional[list] = None) -> None:
         fail("cannot open --error-log %s: %s" % (settings.error_log, exc.strerror), debug)
     if settings.chdir:
         try:
-            os.chdir(settings.chdir)
+            enter_directory(settings.chdir)
         except OSError as exc:
             fail("--chdir %s: %s" % (settings.chdir, exc.strerror), debug)
-    sys.path.insert(0, os.getcwd())
+    else:
+        sys.path.insert(0, os.getcwd())
+    privileges.apply_umask(settings)
     if settings.access_log:
         from . import accesslog
         try:
@@ -69,12 +72,19 @@ def main(argv: Optional[list] = None) -> None:
             fail(str(exc), debug)
         except OSError as exc:
             fail("cannot open --access-log %s: %s" % (settings.access_log, exc.strerror), debug)
+    try:
+        privileges.check(settings)
+    except ConfigError as exc:
+        fail(str(exc), debug)
     if invocation.check:
+        privileges.drop(settings)  # load the app as the workers would
         load(settings)
         sys.stdout.write("wsgi-fcgi: configuration ok, app %s loads\n" % settings.app)
         sys.exit(0)
     try:
         sockets = bind_listeners(settings.bind or None, settings.backlog, settings.socket_mode)
+        privileges.chown_sockets(sockets, settings)
+        privileges.chown_log_files(settings)
     except ConfigError as exc:
         fail(str(exc), debug)
     if settings.no_master:

@@ -16,6 +16,10 @@ from . import protocol as p
 from .listeners import ConfigError, parse_address
 
 
+class BadResponse(ValueError):
+    """The application's CGI response cannot be read (e.g. a bad Status: line)."""
+
+
 class Response(NamedTuple):
     status: int
     headers: list  # [(name, value)] as str
@@ -53,7 +57,7 @@ def cgi_params(method: str, target: str, *, headers: Iterable[tuple[str, str]] =
     from urllib.parse import unquote_to_bytes
 
     path, _, query = target.partition("?")
-    decoded = unquote_to_bytes(path)
+    decoded = unquote_to_bytes(path.encode("latin-1"))  # the target's bytes, held in a latin-1 str
     params = [
         ("GATEWAY_INTERFACE", "CGI/1.1"), ("SERVER_SOFTWARE", "wsgi-fcgi-client"),
         ("REQUEST_METHOD", method), ("REQUEST_URI", target), ("QUERY_STRING", query),
@@ -118,7 +122,10 @@ def parse_cgi_response(output: bytes, stderr: bytes, end: p.EndRequest) -> Respo
         name, _, value = line.partition(":")
         value = value.strip()
         if name.lower() == "status":
-            status = int(value.split(None, 1)[0])
+            code = value.split(None, 1)[0] if value else ""
+            if not (code.isdigit() and len(code) == 3):
+                raise BadResponse("bad Status line in the response: %r" % line)
+            status = int(code)
         else:
             headers.append((name, value))
     return Response(status, headers, body, stderr, end.app_status, end.protocol_status)
@@ -164,6 +171,7 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--get-values", action="store_true", help="send FCGI_GET_VALUES and print the answer")
     parser.add_argument("target", nargs="?", default="/", metavar="PATH[?QUERY]")
     args = parser.parse_args(argv)
+    headers, extra = _pairs(args.header, ":", "-H", "'Name: value'"), _pairs(args.param, "=", "--param", "NAME=VALUE")
     try:
         if args.get_values:
             for name, value in get_values(args.connect, timeout=args.timeout).items():
@@ -175,14 +183,13 @@ def main(argv: Optional[list] = None) -> None:
                 body = f.read()
         elif args.data is not None:
             body = args.data.encode("utf-8")
-        method = args.method or ("POST" if args.data is not None or args.data_file else "GET")
-        headers = [tuple(part.strip() for part in h.split(":", 1)) for h in args.header]
-        extra = [tuple(item.split("=", 1)) for item in args.param]
-        response = request(args.connect, method, args.target, headers=headers, body=body,
+        method = _wire(args.method or ("POST" if args.data is not None or args.data_file else "GET"))
+        response = request(args.connect, method, _wire(args.target), headers=headers, body=body,
                            extra_params=extra, timeout=args.timeout)
+    except BadResponse as exc:
+        _exit("%s" % exc, 1)
     except (OSError, ConfigError, p.ProtocolError) as exc:
-        sys.stderr.write("wsgi_fcgi.client: %s\n" % exc)
-        sys.exit(2)
+        _exit("%s" % exc, 2)
     out = sys.stdout.buffer
     if args.include:
         out.write(("Status: %d\r\n" % response.status).encode())
@@ -194,6 +201,27 @@ def main(argv: Optional[list] = None) -> None:
     if response.stderr:
         sys.stderr.buffer.write(response.stderr)
     sys.exit(0 if 200 <= response.status < 400 else 1)
+
+
+def _exit(message: str, code: int):
+    sys.stderr.write("wsgi_fcgi.client: %s\n" % message)
+    sys.exit(code)
+
+
+def _wire(text: str) -> str:
+    """Command-line text as the bytes it is sent as (UTF-8; FastCGI params
+    are bytes), held in a latin-1 str as the params are."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _pairs(items: list, separator: str, option: str, form: str) -> list:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition(separator)
+        if not sep or not name.strip():
+            _exit("%s %r: write %s" % (option, item, form), 2)
+        pairs.append((_wire(name.strip()), _wire(value.strip() if separator == ":" else value)))
+    return pairs
 
 
 if __name__ == "__main__":

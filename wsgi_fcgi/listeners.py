@@ -55,8 +55,10 @@ def parse_address(text: str) -> Address:
         host, sep, port = text.rpartition(":")
         if not sep:
             host, port = text, ""
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError("bind address %r needs a port number (HOST:PORT)" % text)
+    if not port.isdigit():
+        raise ConfigError("bind address %r needs a port number (HOST:PORT, unix:PATH or fd://N)" % text)
+    if int(port) > 65535:
+        raise ConfigError("bind address %r: port %s out of range (0-65535)" % (text, port))
     return Address("tcp", host=host or "0.0.0.0", port=int(port))
 
 
@@ -93,12 +95,22 @@ def create_listener(address: Address, *, backlog: int = 1024, socket_mode: int =
     return sock
 
 
+def default_bind() -> list:
+    """No --bind: the sockets systemd passed (LISTEN_FDS), else the socket a
+    FastCGI spawner passed on fd 0, else DEFAULT_BIND."""
+    from .systemd import listen_fds
+    activated = listen_fds()
+    if activated:
+        return ["fd://%d" % fd for fd in activated]
+    return ["fd://0"] if inherited_fd0_available() else [DEFAULT_BIND]
+
+
 def bind_listeners(bind, backlog: int = 1024, socket_mode: int = 0o660) -> list:
-    """Listening sockets for `bind`: one address, a list, or None (the
-    inherited socket on fd 0 if there is one, else DEFAULT_BIND).  All or
-    none: on a ConfigError the ones already bound are closed."""
+    """Listening sockets for `bind`: one address, a list, or None (see
+    `default_bind`).  All or none: on a ConfigError the ones already bound
+    are closed."""
     if bind is None:
-        bind = ["fd://0"] if inherited_fd0_available() else [DEFAULT_BIND]
+        bind = default_bind()
     elif isinstance(bind, str):
         bind = [bind]
     sockets = []
@@ -146,10 +158,22 @@ def _bind_unix(path: str, backlog: int, socket_mode: int) -> socket.socket:
             os.umask(old_umask)
         os.chmod(path, socket_mode)
         sock.listen(backlog)
+        _created[path] = _identity(path)
     except OSError as exc:
         sock.close()
         raise ConfigError("cannot listen on unix:%s: %s" % (path, exc.strerror or exc)) from None
     return sock
+
+
+#: socket files this process bound: path -> (st_dev, st_ino).  Only these are
+#: ever unlinked; a socket inherited from systemd (fd://N, LISTEN_FDS) or a
+#: spawner (fd 0) belongs to whoever made it, and must outlive us.
+_created: dict = {}
+
+
+def _identity(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -181,14 +205,29 @@ def listener_address(sock: socket.socket) -> str:
     return _format_host_port(host, port)
 
 
+def created_socket_path(sock: socket.socket) -> Optional[str]:
+    """The socket file of `sock` if this process created it and it is still
+    that file (not one a newer server bound at the same path since)."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    try:
+        path = sock.getsockname()
+        if isinstance(path, str) and path in _created and _identity(path) == _created[path]:
+            return path
+    except OSError:
+        pass
+    return None
+
+
 def remove_unix_socket(sock: socket.socket) -> None:
-    if sock.family == socket.AF_UNIX:
+    """Unlink the socket file of `sock`, only if this process created it."""
+    path = created_socket_path(sock)
+    if path is not None:
         try:
-            path = sock.getsockname()
-            if path and isinstance(path, str) and stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)
+            os.unlink(path)
         except OSError:
             pass
+        _created.pop(path, None)
 
 
 class PeerFilter:

@@ -24,8 +24,10 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import accesslog
+from . import accesslog, systemd
+from .errors import fail
 from .listeners import remove_unix_socket
+from .settings import SettingError, reread
 from .scoreboard import READY, RETIRING, STARTING, Scoreboard
 from .worker import BOOT_FAILED, Worker
 
@@ -76,7 +78,11 @@ class Master:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in _HANDLED:
             signal.signal(sig, self._queue_signal)
-        self._write_pid()
+        try:
+            self._write_pid()
+        except OSError as exc:
+            self._cleanup()
+            fail("cannot write --pid %s: %s" % (self.settings.pid, exc.strerror or exc))
         log.info("master %d: %d worker(s) x %d threads on %s", self.pid, self.target, self.settings.threads,
                  ", ".join(_addresses(self.sockets)))
         try:
@@ -236,10 +242,11 @@ class Master:
         if not self.ever_ready and any(self.scoreboard.read(w.index).state == READY for w in live):
             self.ever_ready = True
             wanted = self.target
+            systemd.ready(self._status_line())
         if len(live) < wanted and now >= self.spawn_after:
             for _ in range(wanted - len(live)):
-                if self.spawn() is None:
-                    break
+                if self.signals or self.spawn() is None:
+                    break  # a TERM or INT in the middle of a big pool is answered first
         for worker in live[:max(0, len(live) - self.target)]:
             self._stop_worker(worker, signal.SIGTERM)
 
@@ -282,6 +289,8 @@ class Master:
     # -- reload and stop ---------------------------------------------------------
 
     def reload(self) -> None:
+        systemd.reloading("reloading")
+        self._reread_settings()
         self.generation += 1
         log.info("master: SIGHUP, starting %d new worker(s); the old ones stop once these are ready",
                  self.target)
@@ -294,10 +303,12 @@ class Master:
         if ready >= self.target:
             for worker in old:
                 self._stop_worker(worker, signal.SIGTERM)
+            systemd.ready(self._status_line())
 
     def _abort_reload(self) -> None:
         old_generation = max(w.generation for w in self.workers.values() if w.generation < self.generation)
         log.error("master: reload failed, the new workers cannot load the app; keeping the old workers")
+        systemd.ready("reload failed: the new workers cannot load the app; old workers serving")
         for worker in self.workers.values():
             if worker.generation > old_generation and not worker.stop_sent:
                 self._stop_worker(worker, signal.SIGTERM)
@@ -308,8 +319,35 @@ class Master:
             return
         self.stopping = True
         log.info("master: %s stop", "graceful" if graceful else "quick")
+        systemd.stopping("%s stop" % ("graceful" if graceful else "quick"))
         for worker in self.workers.values():
             self._stop_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
+
+    def _reread_settings(self) -> None:
+        """HUP re-reads --config (the command line and environment are those
+        of the start); the new workers get the new settings."""
+        if self.settings.argv is None:
+            return
+        try:
+            settings, changes = reread(self.settings)
+        except SettingError as exc:
+            log.error("master: SIGHUP: %s; keeping the current settings", exc)
+            return
+        except SystemExit:  # argparse, on a command line that parsed at start: cannot happen
+            return
+        for change in changes:
+            log.info("master: SIGHUP: %s", change)
+        if settings.workers != self.settings.workers:
+            if settings.workers * 2 > self.scoreboard.slots:
+                log.error("master: SIGHUP: %d workers need a restart (scoreboard of %d slots); keeping %d",
+                          settings.workers, self.scoreboard.slots, self.target)
+                settings.workers = self.settings.workers
+            else:
+                self.target = settings.workers
+        self.settings = settings
+
+    def _status_line(self) -> str:
+        return "%d worker(s) x %d threads, generation %d" % (self.target, self.settings.threads, self.generation)
 
     def _cleanup(self) -> None:
         for worker in self.workers.values():

@@ -53,6 +53,20 @@ def count(text: Any) -> int:
     return _whole(text, 0)
 
 
+#: --workers above this is a typo or a fork storm, not a pool: each worker is
+#: a whole interpreter with its own copy of the app (tens of MB), and one
+#: worker runs --threads requests; 512 processes is far past what any
+#: machine serves better than with fewer workers and more threads.
+MAX_WORKERS = 512
+
+
+def worker_count(text: Any) -> int:
+    value = _whole(text, 1)
+    if value > MAX_WORKERS:
+        raise SettingError("%d workers is more than %d (add --threads instead)" % (value, MAX_WORKERS))
+    return value
+
+
 def seconds(text: Any) -> float:
     if isinstance(text, bool):
         raise SettingError("%r is not a number of seconds" % (text,))
@@ -147,6 +161,9 @@ class Setting:
     gunicorn: Optional[str] = None
     #: how the README shows the default, when str(default) is not it
     shown_default: Optional[str] = None
+    #: what a change does at HUP: "hup" (the new workers use it) or
+    #: "restart" (the master keeps the value it started with)
+    reload: str = "hup"
 
     @property
     def env_name(self) -> str:
@@ -176,18 +193,22 @@ SETTINGS: tuple = (
     # -- listening
     S("bind", ("-b", "--bind"), string, [], "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
       "(default 127.0.0.1:9000, or the listening socket on fd 0)", LISTENING, "ADDR", action="append",
-      shown_default="127.0.0.1:9000"),
+      shown_default="127.0.0.1:9000", reload="restart"),
     S("backlog", ("--backlog",), positive, 1024, "listen backlog", LISTENING, "N", server=True,
-      gunicorn="backlog"),
+      gunicorn="backlog", reload="restart"),
     S("socket_mode", ("--socket-mode",), octal, 0o660, "permissions of a unix socket, octal", LISTENING,
-      "MODE", server=True),
+      "MODE", server=True, reload="restart"),
+    S("socket_owner", ("--socket-owner",), string, None, "owner (user name or uid) of a unix socket, like "
+      "php-fpm's listen.owner (needs root)", LISTENING, "USER", reload="restart"),
+    S("socket_group", ("--socket-group",), string, None, "group of a unix socket, like php-fpm's "
+      "listen.group: make it the web server's group", LISTENING, "GROUP", reload="restart"),
     S("allowed_servers", ("--allowed-servers",), string, None, "peers allowed over TCP, IP or network, "
       "comma-separated (default: env FCGI_WEB_SERVER_ADDRS, else any)", LISTENING, "IP,...", server=True),
     # -- the app
     S("script_name", ("--script-name",), string, "", "where the app is mounted, e.g. /app (default: the root)",
       APP, "PREFIX", server=True, shown_default='""'),
     S("chdir", ("--chdir",), string, None, "change to DIR before loading the app", APP, "DIR"),
-    S("workers", ("-w", "--workers"), positive, 1, "worker processes", APP, "N"),
+    S("workers", ("-w", "--workers"), worker_count, 1, "worker processes (at most %d)" % MAX_WORKERS, APP, "N"),
     S("threads", ("--threads",), positive, 8, "request threads per worker", APP, "N", server=True,
       gunicorn="threads"),
     # -- limits
@@ -220,7 +241,7 @@ SETTINGS: tuple = (
       "longer than this (0: off)", LIMITS, "S"),
     # -- process manager
     S("no_master", ("--no-master",), boolean, False, "serve in this one process, no master (for embedding "
-      "and debugging); implies one worker", PROCESS, action="flag"),
+      "and debugging); implies one worker", PROCESS, action="flag", reload="restart"),
     S("timeout", ("--timeout",), seconds, 30.0, "kill and replace a worker whose loop sent no heartbeat "
       "this long (not a request time limit: see --request-timeout)", PROCESS, "S"),
     S("graceful_timeout", ("--graceful-timeout",), seconds, 30.0, "how long stopping may wait for running "
@@ -232,7 +253,13 @@ SETTINGS: tuple = (
     S("restart_threshold", ("--restart-threshold",), positive, 10, "crash loop guard: after N worker deaths "
       "within --restart-window, back off before starting more", PROCESS, "N"),
     S("restart_window", ("--restart-window",), seconds, 60.0, "see --restart-threshold", PROCESS, "S"),
-    S("pid", ("--pid",), string, None, "write the master's pid to FILE", PROCESS, "FILE"),
+    S("pid", ("--pid",), string, None, "write the master's pid to FILE", PROCESS, "FILE", reload="restart"),
+    S("user", ("--user",), string, None, "run the workers as USER (name or uid), dropped to after binding "
+      "and before loading the app; needs root", PROCESS, "USER", reload="restart"),
+    S("group", ("--group",), string, None, "run the workers with GROUP (default: USER's primary group)",
+      PROCESS, "GROUP", reload="restart"),
+    S("umask", ("--umask",), octal, None, "umask of the master and the workers, octal (default: inherited)",
+      PROCESS, "MODE", reload="restart"),
     # -- observing
     S("status_path", ("--status-path",), string, None, "serve the pool status page at PATH", OBSERVING, "PATH"),
     S("ping_path", ("--ping-path",), string, None, "answer 'pong' at PATH", OBSERVING, "PATH"),
@@ -240,12 +267,14 @@ SETTINGS: tuple = (
       OBSERVING, "NAME"),
     S("slow_request_timeout", ("--slow-request-timeout",), seconds, 0.0, "log the Python stack of a request "
       "still running after S seconds (0: off)", OBSERVING, "S"),
-    S("access_log", ("--access-log",), string, None, "access log file, - for stderr", OBSERVING, "FILE"),
+    S("access_log", ("--access-log",), string, None, "access log file, - for stderr", OBSERVING, "FILE",
+      reload="restart"),
     S("access_log_format", ("--access-log-format",), string, None, "access log line: a format over the "
-      "atoms listed in the README", OBSERVING, "FORMAT"),
-    S("error_log", ("--error-log",), string, "-", "error log file, - for stderr", OBSERVING, "FILE"),
+      "atoms listed in the README", OBSERVING, "FORMAT", reload="restart"),
+    S("error_log", ("--error-log",), string, "-", "error log file, - for stderr", OBSERVING, "FILE",
+      reload="restart"),
     S("log_level", ("--log-level",), choice("debug", "info", "warning", "error", "critical"), "info",
-      "log level", OBSERVING, "LEVEL"),
+      "log level", OBSERVING, "LEVEL", reload="restart"),
 )
 del S
 
@@ -267,6 +296,10 @@ class Settings:
         self.sources = {setting.name: "default" for setting in SETTINGS}
         self.app = app
         self.config_file = config_file
+        #: what `load` read them from (the command line, the environment at
+        #: start), for `reread` at HUP; None when made another way
+        self.argv: Optional[list] = None
+        self.environ: Optional[dict] = None
         for name, value in (values or {}).items():
             if name not in BY_NAME:
                 raise SettingError("unknown setting %r" % name)
@@ -419,16 +452,21 @@ class Invocation:
 
 
 def load(argv: Optional[Iterable[str]] = None, environ: Optional[Mapping[str, str]] = None,
-         version: str = "") -> Invocation:
+         version: str = "", config_file: Optional[str] = None) -> Invocation:
     """Settings from the command line, the environment and the config file.
 
     Raises SettingError (bad file, bad environment value); argparse itself
-    exits with status 2 on a bad command line, as usual.
+    exits with status 2 on a bad command line, as usual.  `config_file`
+    (absolute) replaces the one named by the command line or environment.
     """
     parser = build_parser(version)
-    args = vars(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
-    environ = os.environ if environ is None else environ
-    config_file = args.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = vars(parser.parse_args(argv))
+    environ = dict(os.environ if environ is None else environ)
+    config_file = config_file or args.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
+    args.pop("config", None)
+    if config_file:
+        config_file = os.path.abspath(config_file)  # read again at HUP, after --chdir
     check = args.pop("check_config", False)
     print_config = args.pop("print_config", False)
     layers = []
@@ -447,7 +485,33 @@ def load(argv: Optional[Iterable[str]] = None, environ: Optional[Mapping[str, st
     if not app:
         parser.error("the following arguments are required: MODULE:APP")
     settings = Settings(values, sources, app=app, config_file=config_file)
+    settings.argv, settings.environ = argv, environ
     return Invocation(settings, check=check, print_config=print_config)
+
+
+def reread(current: Settings) -> tuple:
+    """HUP: the settings again, from the same command line and the
+    environment as it was at start, and the config file as it is now.
+
+    Returns (settings, changes): `changes` are log lines, one per changed
+    setting; a change to a `reload="restart"` setting is reported and not
+    applied (the new settings keep the current value).  Raises SettingError
+    (a broken file): the caller keeps `current`."""
+    new = load(current.argv, current.environ, config_file=current.config_file).settings
+    changes = []
+    for setting in SETTINGS:
+        old_value, new_value = getattr(current, setting.name), getattr(new, setting.name)
+        if old_value == new_value:
+            continue
+        if setting.reload == "restart":
+            changes.append("%s changed to %r: needs a restart, keeping %r" % (setting.name, new_value, old_value))
+            setattr(new, setting.name, old_value)
+            new.sources[setting.name] = current.sources[setting.name]
+        else:
+            changes.append("%s changed from %r to %r" % (setting.name, old_value, new_value))
+    if new.app != current.app:
+        changes.append("app changed from %r to %r" % (current.app, new.app))
+    return new, changes
 
 
 # -- documentation -----------------------------------------------------------------

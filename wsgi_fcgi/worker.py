@@ -13,7 +13,8 @@ import time
 from typing import Optional
 
 from . import accesslog
-from .apploader import AppImportError, load_app
+from . import privileges
+from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Scoreboard, Slot
 from .watchdog import Watchdog
@@ -53,10 +54,13 @@ class Worker:
         debug = self.settings.log_level == "debug"
         try:
             try:
+                self._enter()
                 app = load_app(self.settings.app)
                 self.server = server = self._build_server(app, self.settings.server_options())
             except (AppImportError, ConfigError) as exc:
                 fail(str(exc), debug)
+            except OSError as exc:
+                fail("worker %d: %s" % (os.getpid(), exc), debug)
         except SystemExit:
             return BOOT_FAILED  # cli.fail printed the reason
         signal.signal(signal.SIGTERM, lambda *_: self.stop(graceful=True))
@@ -67,6 +71,13 @@ class Worker:
         self.publish()
         server.serve_forever()
         return 0
+
+    def _enter(self) -> None:
+        """Become --user/--group, then --chdir by the path as given (a
+        symlinked release moved since the last worker started is followed)."""
+        privileges.drop(self.settings)
+        if self.settings.chdir:
+            enter_directory(self.settings.chdir)
 
     def _build_server(self, app, options: dict):
         from .server import Server
