@@ -8,7 +8,7 @@
 #     location / { include fastcgi_params; fastcgi_pass app; fastcgi_keep_conn on; }
 
 worker_class = "wsgi_fcgi.gunicorn_worker.FastCGIWorker"
-bind = ["127.0.0.1:9000"]          # or "unix:/run/myapp/fcgi.sock"
+bind = ["127.0.0.1:9000"]          # or "unix:/run/wsgi-fcgi/app.sock"
 workers = 2                        # processes, each with its own selector loop
 threads = 8                        # request threads per worker
 worker_connections = 1000          # FastCGI connections per worker

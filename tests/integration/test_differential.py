@@ -13,7 +13,7 @@ The differences, each turned into an expectation by `through_nginx()`:
   not part of the value); werkzeug (http.server) keeps it.
 * A header sent on several lines: nginx passes each line as its own param and
   wsgi_fcgi joins them with ", " (Cookie with "; ", RFC 6265 5.4), as
-  CONTRACT.md says; werkzeug joins with ",".
+  docs/environ.md says; werkzeug joins with ",".
 * A chunked request body: nginx reads it whole and sends CONTENT_LENGTH
   (and still HTTP_TRANSFER_ENCODING "chunked", so werkzeug ignores the length
   and relies on wsgi.input_terminated, which wsgi_fcgi sets); werkzeug's

@@ -1,19 +1,23 @@
 """The package as a stranger gets it: build the sdist and the wheel from the
 checkout, check them as the package index would (twine check --strict), install
-the wheel into a fresh virtualenv and serve one request through it."""
+the wheel into a fresh virtualenv and serve one request through it; and the
+container recipe, as far as it can be checked without a container runtime."""
 
 from __future__ import annotations
 
 import email
+import json
+import re
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from support import ROOT, Process, free_port, wait_for
+from support import ROOT, Nginx, Process, WsgiFcgi, free_port, wait_for
 
 BUILD_SECONDS = 120
 
@@ -111,3 +115,59 @@ def test_wheel_in_a_fresh_venv_serves_a_request(dist, tmp_path):
         server.stop()
     assert body.startswith("served by " + str(venv)), body
     assert "site-packages" in body
+
+
+# -- the container recipe (deploy/container): docker is not run here, so check what can be checked without it
+
+CONTAINER = ROOT / "deploy" / "container"
+
+
+def dockerfile_instructions() -> list:
+    """(INSTRUCTION, arguments) of deploy/container/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (CONTAINER / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [tuple(line.split(None, 1)) for line in lines]
+
+
+def test_container_recipe_copies_files_that_exist():
+    copies = [args.split() for name, args in dockerfile_instructions() if name.upper() == "COPY"]
+    assert copies, "no COPY in the Dockerfile"
+    for args in copies:
+        sources = [arg for arg in args[:-1] if not arg.startswith("--")]
+        for source in sources:  # the build context is the repository root (compose.yaml)
+            assert (ROOT / source).exists(), "Dockerfile: COPY %s: no such file in the build context" % source
+    compose = (CONTAINER / "compose.yaml").read_text()
+    assert "context: ../..\n" in compose and "dockerfile: deploy/container/Dockerfile\n" in compose
+    for mounted in re.findall(r"^\s+- (\./[^:]+):", compose, re.M):
+        assert (CONTAINER / mounted).exists(), mounted
+
+
+def test_container_command_and_nginx_config_serve_the_app(tmp_path):
+    """The image's CMD and the nginx config of compose.yaml, run here: the
+    socket path and nginx's port are the only values replaced."""
+    cmd = json.loads(next(args for name, args in dockerfile_instructions() if name.upper() == "CMD"))
+    workdir = next(args for name, args in dockerfile_instructions() if name.upper() == "WORKDIR")
+    assert cmd[0] == "wsgi-fcgi" and workdir == "/srv/app"
+    args = cmd[1:]
+    bind = args.index("--bind")
+    assert args[bind + 1] == "unix:/run/wsgi-fcgi/app.sock"
+    socket_path = str(tmp_path / "app.sock")
+    del args[bind:bind + 2]  # WsgiFcgi passes --bind itself
+    server = WsgiFcgi(args[-1], tmp_path, *args[:-1], address="unix:%s" % socket_path,
+                      cwd=ROOT / "examples" / "flask_app", wait=False)
+    try:
+        server.wait_ready()
+        port = free_port()
+        conf = (CONTAINER / "nginx.conf").read_text()
+        assert conf.count("listen 8080;") == 1 and "unix:/run/wsgi-fcgi/app.sock" in conf
+        conf = conf.replace("listen 8080;", "listen 127.0.0.1:%d;" % port)
+        nginx = Nginx(tmp_path, None, conf.replace("/run/wsgi-fcgi/app.sock", socket_path), port=port)
+        try:
+            with urllib.request.urlopen(nginx.url + "/", timeout=30) as response:
+                assert response.status == 200 and b"<html" in response.read().lower()
+            with urllib.request.urlopen(nginx.url + "/fcgi-ping", timeout=30) as response:
+                assert response.read().strip() == b"pong"
+        finally:
+            nginx.stop()
+    finally:
+        server.stop()
