@@ -7,7 +7,8 @@ set -euo pipefail
 if [ "${1:-}" = "--demo" ]; then
     wanted=(nginx-light)
 else
-    wanted=(nginx-light lighttpd apache2 haproxy caddy libfcgi-bin spawn-fcgi)
+    # chromium: the status page's HTML view is checked in a headless browser
+    wanted=(nginx-light lighttpd apache2 haproxy caddy libfcgi-bin spawn-fcgi chromium)
 fi
 missing=()
 for pkg in "${wanted[@]}"; do

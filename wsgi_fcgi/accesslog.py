@@ -1,10 +1,15 @@
 """The access log (`--access-log FILE`, `--access-log-format`) and log reopening (SIGUSR1).
 
-The format is a Python format string over these atoms (`{status}`, `{duration_ms:.1f}`...):
+`--access-log-format` is one of:
+
+* `json`: one JSON object per line, every field encoded by `json.dumps`;
+* a format with gunicorn's atoms, `%(h)s %(r)s %(s)s "%({user-agent}i)s"`,
+  so that gunicorn formats carry over (see GUNICORN_ATOMS);
+* a Python format string over these atoms (`{status}`, `{duration_ms:.1f}`...):
 
     remote_addr  REMOTE_ADDR sent by the web server (the HTTP client)
     time         request end, common log format: 21/Nov/2026:23:01:02 +0000
-    iso_time     request end, ISO 8601
+    iso_time     request end, RFC 3339: 2026-11-21T23:01:02.123+00:00
     method       REQUEST_METHOD
     uri          REQUEST_URI (path and query as the client sent them)
     path         SCRIPT_NAME + PATH_INFO as the app saw them (decoded)
@@ -19,10 +24,16 @@ The format is a Python format string over these atoms (`{status}`, `{duration_ms
     host         HTTP_HOST
     referer      HTTP_REFERER
     user_agent   HTTP_USER_AGENT
+
+In the text formats every value from the request is escaped as nginx
+escapes its own log: '"', '\\' and bytes below 0x20 or from 0x7f as \\xHH,
+so that no peer can forge a line, break a quoted field or send terminal
+escapes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -30,25 +41,154 @@ import sys
 import time
 
 from .listeners import ConfigError
+from .logs import rfc3339
 
 DEFAULT_FORMAT = ('{remote_addr} - - [{time}] "{method} {uri} {protocol}" {status} {bytes} '
                   '{duration_ms:.1f}ms pid={pid}')
+JSON_FORMAT = "json"
 
 access_log = logging.getLogger("wsgi_fcgi.access")
 
-_ATOMS = dict(remote_addr="127.0.0.1", time="01/Jan/2026:00:00:00 +0000", iso_time="2026-01-01T00:00:00+00:00",
-              method="GET", uri="/", path="/", query="", protocol="HTTP/1.1", status="200", bytes=0,
-              duration=0.0, duration_ms=0.0, pid=1, request_id=1, host="", referer="", user_agent="")
+_ESCAPES = {code: "\\x%02X" % code for code in [*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)]}
+
+#: gunicorn's atoms; besides: %({header}i) a request header, %({name}e) a
+#: FastCGI param or environ variable, %({header}o) "-" (not kept)
+GUNICORN_ATOMS = {
+    "h": "remote_addr", "l": None, "u": "remote_user", "t": "bracketed_time", "r": "request_line",
+    "m": "method", "U": "uri_path", "q": "query", "H": "protocol", "s": "status", "B": "bytes", "b": "bytes",
+    "f": "referer", "a": "user_agent", "T": "seconds", "M": "milliseconds", "D": "microseconds",
+    "L": "decimal_seconds", "p": "bracketed_pid",
+}
+
+
+def escape(value) -> str:
+    """bytes (a FastCGI param) or a WSGI string, escaped as nginx does."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.translate(_ESCAPES)
+
+
+class Entry:
+    """The values of one finished request."""
+
+    def __init__(self, request) -> None:
+        self.params = dict(request.params)
+        self.environ = request.environ or {}
+        self.request_id = request.request_id
+        self.bytes = request.bytes_out
+        self.status = (request.status or "-").split(" ", 1)[0]
+        self.duration = time.monotonic() - request.started
+        self.now = time.time()
+        self.pid = os.getpid()
+
+    def param(self, name: bytes) -> str:
+        """Escaped, "-" when absent."""
+        value = self.params.get(name)
+        return "-" if value is None else escape(value)
+
+    def atoms(self) -> dict:
+        """The {atom} values: strings escaped, numbers as numbers."""
+        env = self.environ
+        return dict(
+            remote_addr=self.param(b"REMOTE_ADDR"), time=time.strftime("%d/%b/%Y:%H:%M:%S %z",
+                                                                      time.localtime(self.now)),
+            iso_time=rfc3339(self.now), method=self.param(b"REQUEST_METHOD"), uri=self.param(b"REQUEST_URI"),
+            path=escape(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")), query=self.param(b"QUERY_STRING"),
+            protocol=self.param(b"SERVER_PROTOCOL"), status=self.status, bytes=self.bytes,
+            duration=self.duration, duration_ms=self.duration * 1000.0, pid=self.pid, request_id=self.request_id,
+            host=self.param(b"HTTP_HOST"), referer=self.param(b"HTTP_REFERER"),
+            user_agent=self.param(b"HTTP_USER_AGENT"))
+
+    def json(self) -> str:
+        def text(name: bytes):
+            value = self.params.get(name)
+            return None if value is None else value.decode("utf-8", "backslashreplace")
+
+        env = self.environ
+        return json.dumps({
+            "time": rfc3339(self.now), "remote_addr": text(b"REMOTE_ADDR"), "method": text(b"REQUEST_METHOD"),
+            "uri": text(b"REQUEST_URI"),
+            "path": (env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")).encode("latin-1", "replace")
+            .decode("utf-8", "backslashreplace"),
+            "query": text(b"QUERY_STRING"), "protocol": text(b"SERVER_PROTOCOL"),
+            "status": int(self.status) if self.status.isdigit() else None, "bytes": self.bytes,
+            "duration_ms": round(self.duration * 1000.0, 3), "pid": self.pid, "request_id": self.request_id,
+            "host": text(b"HTTP_HOST"), "referer": text(b"HTTP_REFERER"), "user_agent": text(b"HTTP_USER_AGENT"),
+        })
+
+
+class GunicornAtoms(dict):
+    """`format % atoms` for gunicorn's %(h)s-style formats; unknown atoms raise KeyError."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__()
+        self.entry = entry
+        self.values = entry.atoms()
+
+    def __missing__(self, key: str) -> str:
+        entry = self.entry
+        if key.startswith("{") and len(key) > 3 and key[-2] == "}" and key[-1] in "ieo":
+            name, kind = key[1:-2], key[-1]
+            if kind == "i":
+                return entry.param(b"HTTP_" + name.upper().replace("-", "_").encode("latin-1", "replace"))
+            if kind == "e":
+                value = entry.params.get(name.encode("latin-1", "replace"))
+                if value is None:
+                    value = entry.environ.get(name)
+                return escape(value) if isinstance(value, (str, bytes)) else "-"
+            return "-"
+        if key not in GUNICORN_ATOMS:
+            raise KeyError(key)
+        name = GUNICORN_ATOMS[key]
+        if name is None:
+            return "-"
+        values = self.values
+        if name in values:
+            return values[name]
+        duration = entry.duration
+        return {
+            "remote_user": lambda: entry.param(b"REMOTE_USER"),
+            "bracketed_time": lambda: "[%s]" % values["time"],
+            "request_line": lambda: "%s %s %s" % (values["method"], values["uri"], values["protocol"]),
+            "uri_path": lambda: escape(entry.params.get(b"REQUEST_URI", b"-").partition(b"?")[0]),
+            "seconds": lambda: int(duration),
+            "milliseconds": lambda: int(duration * 1000),
+            "microseconds": lambda: int(duration * 1_000_000),
+            "decimal_seconds": lambda: "%.6f" % duration,
+            "bracketed_pid": lambda: "<%d>" % entry.pid,
+        }[name]()
+
+
+def is_gunicorn_format(fmt: str) -> bool:
+    return "%(" in fmt
+
+
+def render(fmt: str, entry: Entry) -> str:
+    if fmt == JSON_FORMAT:
+        return entry.json()
+    if is_gunicorn_format(fmt):
+        return fmt % GunicornAtoms(entry)
+    return fmt.format_map(entry.atoms())
+
+
+class _SampleRequest:
+    params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/?a=1"), (b"REMOTE_ADDR", b"127.0.0.1")]
+    environ = {"SCRIPT_NAME": "", "PATH_INFO": "/"}
+    request_id = 1
+    bytes_out = 0
+    status = "200 OK"
+    started = 0.0
 
 
 def check_format(fmt: str) -> None:
     """Refuse an unknown atom or a bad format spec at start-up, not at the first request."""
     try:
-        fmt.format(**_ATOMS)
+        render(fmt, Entry(_SampleRequest()))
     except KeyError as exc:
-        raise ConfigError("--access-log-format: unknown atom {%s} (see the README for the list)"
-                          % exc.args[0]) from None
-    except (ValueError, IndexError) as exc:
+        atom = ("%%(%s)s" if is_gunicorn_format(fmt) else "{%s}") % exc.args[0]
+        raise ConfigError("--access-log-format: unknown atom %s (see the README for the list)"
+                          % atom) from None
+    except (ValueError, IndexError, TypeError) as exc:
         raise ConfigError("--access-log-format: %s" % exc) from None
 
 
@@ -68,26 +208,7 @@ class AccessLogger:
         self.format = fmt
 
     def __call__(self, request) -> None:
-        params = dict(request.params)
-        env = request.environ or {}
-
-        def param(name: bytes) -> str:
-            value = params.get(name)
-            return value.decode("latin-1") if value is not None else "-"
-
-        now = time.time()
-        local = time.localtime(now)
-        duration = time.monotonic() - request.started
-        status = (request.status or "-").split(" ", 1)[0]
-        line = self.format.format(
-            remote_addr=param(b"REMOTE_ADDR"), time=time.strftime("%d/%b/%Y:%H:%M:%S %z", local),
-            iso_time=time.strftime("%Y-%m-%dT%H:%M:%S%z", local), method=param(b"REQUEST_METHOD"),
-            uri=param(b"REQUEST_URI"), path=env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""),
-            query=param(b"QUERY_STRING"), protocol=param(b"SERVER_PROTOCOL"), status=status,
-            bytes=request.bytes_out, duration=duration, duration_ms=duration * 1000.0, pid=os.getpid(),
-            request_id=request.request_id, host=param(b"HTTP_HOST"), referer=param(b"HTTP_REFERER"),
-            user_agent=param(b"HTTP_USER_AGENT"))
-        access_log.info(line)
+        access_log.info("%s", render(self.format, Entry(request)))
 
 
 def reopen_log_files() -> None:

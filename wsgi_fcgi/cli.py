@@ -6,7 +6,6 @@ The options themselves are declared in `settings.py`."""
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 from typing import Optional
@@ -16,21 +15,10 @@ from . import privileges
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .listeners import bind_listeners, remove_unix_socket
+from .logs import configure_logging
 from .settings import Settings, SettingError, load as load_settings
 
 log = logging.getLogger("wsgi_fcgi")
-
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-
-
-def configure_logging(level: str, error_log: str) -> None:
-    handler = (logging.StreamHandler(sys.stderr) if error_log == "-"
-               else logging.handlers.WatchedFileHandler(error_log))
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper()))
-
 
 def load(settings: Settings):
     debug = settings.log_level == "debug"
@@ -51,7 +39,9 @@ def main(argv: Optional[list] = None) -> None:
         sys.exit(0)
     debug = settings.log_level == "debug"
     try:
-        configure_logging(settings.log_level, settings.error_log)
+        configure_logging(settings.log_level, settings.error_log, settings.error_log_format, settings.log_config)
+    except ConfigError as exc:
+        fail(str(exc), debug)
     except OSError as exc:
         fail("cannot open --error-log %s: %s" % (settings.error_log, exc.strerror), debug)
     if settings.chdir:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import accesslog, systemd
+from . import accesslog, proctitle, systemd
 from .errors import fail
 from .listeners import remove_unix_socket
 from .settings import SettingError, reread
@@ -72,6 +72,7 @@ class Master:
     # -- main loop -------------------------------------------------------------
 
     def run(self) -> int:
+        proctitle.master_title(self.settings.pool_name or self.settings.app)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -189,8 +190,7 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            slot = self.scoreboard.read(worker.index)
-            self.scoreboard.clear(worker.index)
+            slot = self.scoreboard.fold(worker.index)  # its counters go to the pool's totals
             self._worker_exited(worker, slot.state, status)
 
     def _worker_exited(self, worker: WorkerProcess, state: int, status: int) -> None:

@@ -7,10 +7,19 @@ heartbeats, and the status page, served by whichever worker gets the
 request, reads all slots.  No lock: a slot is rewritten whole with one
 `pack_into`, and a status page that reads a slot mid-write at worst shows a
 counter one request old.
+
+Request counters live in two areas of their own after the slots: one
+`Counters` block per slot, written by its worker at every request end, and
+the pool totals, written only by the master when it reaps a worker: it adds
+the dead worker's last published counters to the totals and clears its slot,
+so a pool's `_total` figures never go down across recycling, reloads and
+crashes.  A sequence number around that fold lets readers retry instead of
+counting a worker twice or not at all.
 """
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import operator
 import struct
@@ -65,10 +74,81 @@ _FIELDS = [f.name for f in fields(Slot)]
 _SLOT_VALUES = operator.attrgetter(*_FIELDS)  # written at every request end: kept cheap
 
 
+#: request-duration histogram: upper bounds of the buckets in seconds (then +Inf)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: responses are counted by class, "none" when no status was sent
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+#: ... and by code for these; 499: the web server aborted the request before a status
+STATUS_CODES = (200, 301, 302, 304, 400, 403, 404, 408, 413, 431, 499, 500, 502, 503, 504)
+COUNTER_NAMES = (("requests", "slow_requests", "timed_out", "bytes_in", "bytes_out")
+                 + tuple("class_" + name for name in STATUS_CLASSES)
+                 + tuple("code_%d" % code for code in STATUS_CODES)
+                 + tuple("bucket_%d" % i for i in range(len(DURATION_BUCKETS) + 1)))
+_INDEX = {name: i for i, name in enumerate(COUNTER_NAMES)}
+_CODE_INDEX = {code: _INDEX["code_%d" % code] for code in STATUS_CODES}
+_CLASS_INDEX = {digit: _INDEX["class_%dxx" % digit] for digit in range(1, 6)}
+_NO_CLASS = _INDEX["class_none"]
+_FIRST_BUCKET = _INDEX["bucket_0"]
+_COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then the sum of durations
+_SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
+
+
+class Counters:
+    """Monotonic request counters: one worker's, or the pool's."""
+
+    __slots__ = ("values", "duration_sum")
+
+    def __init__(self, values=None, duration_sum: float = 0.0) -> None:
+        self.values = list(values) if values is not None else [0] * len(COUNTER_NAMES)
+        self.duration_sum = duration_sum
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[_INDEX[name]]
+
+    def __setitem__(self, name: str, value: int) -> None:
+        self.values[_INDEX[name]] = value
+
+    def add(self, other: "Counters") -> None:
+        self.values = [a + b for a, b in zip(self.values, other.values)]
+        self.duration_sum += other.duration_sum
+
+    def count_request(self, status: Optional[str], aborted: bool, bytes_in: int, bytes_out: int,
+                      duration: float) -> None:
+        """One finished request: its status ("200 OK", None), sizes and duration."""
+        values = self.values
+        if status and status[:3].isdigit():
+            code = int(status[:3])
+        else:
+            code = 499 if aborted else 0
+        values[_CLASS_INDEX.get(code // 100, _NO_CLASS)] += 1
+        index = _CODE_INDEX.get(code)
+        if index is not None:
+            values[index] += 1
+        values[3] += bytes_in
+        values[4] += bytes_out
+        values[_FIRST_BUCKET + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.duration_sum += duration
+
+    def buckets(self) -> list:
+        """[(upper bound, cumulative count)], the last bound float("inf")."""
+        total, out = 0, []
+        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.values[_FIRST_BUCKET:]):
+            total += count
+            out.append((bound, total))
+        return out
+
+
+def _aligned(offset: int) -> int:
+    return (offset + 7) & ~7
+
+
 class Scoreboard:
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.memory = mmap.mmap(-1, _HEADER.size + slots * _SLOT.size)  # MAP_SHARED|MAP_ANONYMOUS
+        self._totals_at = _aligned(_HEADER.size + slots * _SLOT.size)
+        self._counters_at = _aligned(self._totals_at + _SEQUENCE.size + _COUNTERS.size)
+        size = self._counters_at + slots * _COUNTERS.size
+        self.memory = mmap.mmap(-1, size)  # MAP_SHARED|MAP_ANONYMOUS
         _HEADER.pack_into(self.memory, 0, time.time())
 
     @property
@@ -92,6 +172,57 @@ class Scoreboard:
 
     def clear(self, index: int) -> None:
         self.write(index, Slot())
+        self.write_counters(index, Counters())
+
+    # -- request counters ------------------------------------------------------
+
+    def read_counters(self, index: int) -> Counters:
+        *values, duration_sum = _COUNTERS.unpack_from(self.memory, self._counters_at + index * _COUNTERS.size)
+        return Counters(values, duration_sum)
+
+    def write_counters(self, index: int, counters: Counters) -> None:
+        _COUNTERS.pack_into(self.memory, self._counters_at + index * _COUNTERS.size, *counters.values,
+                            counters.duration_sum)
+
+    def _sequence(self) -> int:
+        return _SEQUENCE.unpack_from(self.memory, self._totals_at)[0]
+
+    def pool_totals(self) -> Counters:
+        """What the reaped workers had counted."""
+        *values, duration_sum = _COUNTERS.unpack_from(self.memory, self._totals_at + _SEQUENCE.size)
+        return Counters(values, duration_sum)
+
+    def fold(self, index: int) -> Slot:
+        """In the master, for a worker that has exited: add its counters to the
+        pool totals and free its slot; returns the slot as the worker left it."""
+        slot = self.read(index)
+        totals = self.pool_totals()
+        totals.add(self.read_counters(index))
+        sequence = self._sequence()
+        _SEQUENCE.pack_into(self.memory, self._totals_at, sequence + 1)
+        _COUNTERS.pack_into(self.memory, self._totals_at + _SEQUENCE.size, *totals.values, totals.duration_sum)
+        self.clear(index)
+        _SEQUENCE.pack_into(self.memory, self._totals_at, sequence + 2)
+        return slot
+
+    def snapshot(self, attempts: int = 50) -> tuple:
+        """(pool counters: the totals plus every live worker's, [(slot, its counters)])
+        read between two folds, so that no worker is counted twice or missed."""
+        for _ in range(attempts):
+            before = self._sequence()
+            if before % 2 == 0:
+                pool = self.pool_totals()
+                workers = []
+                for index in range(self.slots):
+                    slot = self.read(index)
+                    if slot.pid and slot.state != FREE:
+                        counters = self.read_counters(index)
+                        pool.add(counters)
+                        workers.append((slot, counters))
+                if self._sequence() == before:
+                    return pool, workers
+            time.sleep(0.001)
+        raise RuntimeError("the scoreboard's pool totals kept changing while being read")
 
     def workers(self) -> Iterator[Slot]:
         """The live workers' slots, in slot order."""

@@ -265,16 +265,26 @@ SETTINGS: tuple = (
     S("ping_path", ("--ping-path",), string, None, "answer 'pong' at PATH", OBSERVING, "PATH"),
     S("pool_name", ("--pool-name",), string, None, "pool name on the status page (default MODULE:APP)",
       OBSERVING, "NAME"),
+    S("status_show_query", ("--status-show-query",), boolean, False, "show the query string of running "
+      "requests on the status page (it may carry other users' tokens)", OBSERVING, action="flag"),
     S("slow_request_timeout", ("--slow-request-timeout",), seconds, 0.0, "log the Python stack of a request "
       "still running after S seconds (0: off)", OBSERVING, "S"),
     S("access_log", ("--access-log",), string, None, "access log file, - for stderr", OBSERVING, "FILE",
       reload="restart"),
-    S("access_log_format", ("--access-log-format",), string, None, "access log line: a format over the "
-      "atoms listed in the README", OBSERVING, "FORMAT", reload="restart"),
+    S("access_log_format", ("--access-log-format",), string, None, "access log line: json (one JSON object "
+      "per line), or a format over the atoms of docs/observability.md, {atom} or gunicorn style",
+      OBSERVING, "FORMAT", reload="restart"),
     S("error_log", ("--error-log",), string, "-", "error log file, - for stderr", OBSERVING, "FILE",
       reload="restart"),
     S("log_level", ("--log-level",), choice("debug", "info", "warning", "error", "critical"), "info",
       "log level", OBSERVING, "LEVEL", reload="restart"),
+    S("error_log_format", ("--error-log-format",), choice("text", "json"), "text", "error log lines: text, "
+      "or json (one JSON object per line)", OBSERVING, "FORMAT", reload="restart"),
+    S("log_config", ("--log-config",), string, None, "configure logging from FILE (logging.config.dictConfig; "
+      "JSON, or TOML when FILE ends in .toml), after --error-log and --log-level", OBSERVING, "FILE",
+      reload="restart"),
+    S("capture_output", ("--capture-output",), boolean, False, "send the workers' stdout and stderr (print(), "
+      "C extensions) to the error log, one record per line", OBSERVING, action="flag"),
 )
 del S
 

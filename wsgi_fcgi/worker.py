@@ -9,14 +9,15 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from typing import Optional
 
-from . import accesslog
+from . import accesslog, logs, proctitle
 from . import privileges
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
-from .scoreboard import READY, RETIRING, STARTING, STOPPING, Scoreboard, Slot
+from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
 from .watchdog import Watchdog
 
 log = logging.getLogger("wsgi_fcgi")
@@ -41,11 +42,29 @@ class Worker:
             self.max_requests = settings.max_requests + random.randint(0, settings.max_requests_jitter)
         self.slot = Slot(pid=os.getpid(), generation=generation, state=STARTING, started=time.time(),
                          heartbeat=time.monotonic(), threads=settings.threads)
+        self.counters = Counters()
+        # Request threads end requests at the same time: counting and
+        # publishing under one lock, so a published counter never goes back.
+        self._publish_lock = threading.Lock()
+        self._oldest = (None, b"", b"")  # (request, method, uri) of the last oldest request
 
     def publish(self) -> None:
         self.scoreboard.write(self.index, self.slot)
+        counters = self.counters
+        counters["slow_requests"] = self.slot.slow_requests
+        counters["timed_out"] = self.slot.timed_out
+        self.scoreboard.write_counters(self.index, counters)
 
     def run(self) -> int:
+        proctitle.worker_title(self.index + 1, self.settings.pool_name or self.settings.app)
+        capture = logs.OutputCapture() if self.settings.capture_output else None
+        try:
+            return self._run()
+        finally:
+            if capture is not None:
+                capture.stop()
+
+    def _run(self) -> int:
         for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)  # the master's business
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
@@ -87,7 +106,7 @@ class Worker:
         if settings.status_path or settings.ping_path:
             app = StatusPages(app, status_path=settings.status_path, ping_path=settings.ping_path,
                               pool=settings.pool_name or settings.app, scoreboard=self.scoreboard,
-                              sockets=self.sockets, refresh=self.refresh)
+                              sockets=self.sockets, refresh=self.refresh, show_query=settings.status_show_query)
         server = Server(app, sockets=self.sockets, **options)
         server.on_tick.append(self.tick)
         server.on_request_end.append(self.request_ended)
@@ -107,6 +126,10 @@ class Worker:
         Called at every request end, while the ending thread still counts as
         busy, so that no peak of concurrency is missed: one pass, no dicts.
         """
+        with self._publish_lock:
+            self._refresh(ending)
+
+    def _refresh(self, ending) -> None:
         slot = self.slot
         oldest = None
         busy = active = 0
@@ -125,13 +148,27 @@ class Worker:
             slot.request_since, slot.method, slot.uri = 0.0, b"", b""
         else:
             slot.request_since = oldest.started
-            slot.method = slot.uri = b""
-            for name, value in oldest.params:
-                if name == b"REQUEST_METHOD":
-                    slot.method = value
-                elif name == b"REQUEST_URI":
-                    slot.uri = value
+            slot.method, slot.uri = self._request_line(oldest)
         self.publish()
+
+    def _request_line(self, request) -> tuple:
+        """(method, uri) of a running request, never walking its params more
+        than once (one request may carry 100k+ params)."""
+        method = getattr(request, "method", None)
+        if method is not None:  # str (WSGI, latin-1) or bytes, set when the request starts
+            uri = getattr(request, "uri", b"") or b""
+            return (method.encode("latin-1", "replace") if isinstance(method, str) else method,
+                    uri.encode("latin-1", "replace") if isinstance(uri, str) else uri)
+        if self._oldest[0] is not request:  # an engine without Request.method/.uri
+            params = request.params
+            method = uri = b""
+            for name, value in params:
+                if name == b"REQUEST_METHOD":
+                    method = value
+                elif name == b"REQUEST_URI":
+                    uri = value
+            self._oldest = (request, method, uri)
+        return self._oldest[1], self._oldest[2]
 
     def tick(self) -> None:
         if self.master_pid is not None and os.getppid() != self.master_pid:
@@ -146,7 +183,14 @@ class Worker:
     def request_ended(self, request) -> None:
         # Sampled at every request end, while the ending thread still counts as
         # busy: so no peak of concurrency is missed.
-        self.refresh(ending=request)
+        bytes_in = getattr(request, "bytes_in", None)
+        if bytes_in is None:
+            bytes_in = request.body.received
+        duration = time.monotonic() - request.started
+        with self._publish_lock:
+            self.counters["requests"] += 1
+            self.counters.count_request(request.status, request.aborted, bytes_in, request.bytes_out, duration)
+            self._refresh(request)
         slot = self.slot
         if self.max_requests and slot.requests >= self.max_requests:
             self.retire("served %d requests (--max-requests)" % slot.requests)
