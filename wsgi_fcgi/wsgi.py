@@ -3,10 +3,13 @@ turning status, headers and body into a CGI response.
 
 No sockets here either: the response goes to a `transport`, an object with
 
-    send(data: bytes, end: bool) -> bool   # FCGI_STDOUT bytes; end=True also
-                                           # closes STDOUT and sends END_REQUEST;
+    send(data, end, head=b"") -> bool      # FCGI_STDOUT bytes (head first); end=True
+                                           # also closes STDOUT and sends END_REQUEST;
                                            # False once the request is gone
     send_stderr(data: bytes) -> None       # FCGI_STDERR
+    truncate() -> None                     # the app failed after its head went out:
+                                           # end so that the client sees a cut body
+    aborted: bool                          # the web server or the connection is gone
 """
 
 from __future__ import annotations
@@ -84,24 +87,36 @@ def base_environ(*, multithread: bool = True, multiprocess: bool = False) -> dic
         # `fastcgi_request_buffering off`); werkzeug/Flask read such a body
         # only when this is set, else they see it empty.
         "wsgi.input_terminated": True,
-        "SERVER_SOFTWARE": "wsgi-fcgi",
     }
 
 
 def params_to_environ(params: list) -> dict:
     """FCGI_PARAMS pairs as native strings (latin-1, PEP 3333 "Unicode Issues").
 
-    A name sent twice is joined, not overwritten: nginx sends one HTTP_COOKIE
-    per Cookie line (joined with "; ", RFC 6265 5.4) and other repeated
-    headers are joined with ", " (RFC 9110 5.3).
+    A name sent twice (configs set a param again after `include
+    fastcgi_params`): a CGI variable keeps its last value, as php-fpm, flup
+    and Go's net/http/fcgi do; an HTTP header (nginx sends one param per
+    header line) is joined, HTTP_COOKIE with "; " (RFC 6265 5.4), others with
+    ", " (RFC 9110 5.3), except HTTP_HOST: a Host cannot repeat, the last
+    wins (configs override Debian's `$host` with `$http_host` to keep the
+    port).  Linear in the number of pairs.
     """
     environ: dict = {}
+    repeated: Optional[dict] = None
     for raw_name, raw_value in params:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
-        if name in environ:
-            value = environ[name] + ("; " if name == "HTTP_COOKIE" else ", ") + value
+        if name in environ and name.startswith("HTTP_") and name != "HTTP_HOST":
+            if repeated is None:
+                repeated = {}
+            values = repeated.get(name)
+            if values is None:
+                repeated[name] = values = [environ[name]]
+            values.append(value)
         environ[name] = value
+    if repeated:
+        for name, values in repeated.items():
+            environ[name] = ("; " if name == "HTTP_COOKIE" else ", ").join(values)
     for name in _DROPPED_PARAMS.intersection(environ):
         del environ[name]
     return environ
@@ -162,6 +177,8 @@ def build_environ(params: list, base: dict, script_name: str = "") -> dict:
     environ.setdefault("SERVER_NAME", "localhost")
     environ.setdefault("SERVER_PORT", "80")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
+    # RFC 3875 4.1.17: SERVER_SOFTWARE names the web server; ours only if it sent none.
+    environ.setdefault("SERVER_SOFTWARE", "wsgi-fcgi")
     environ.update(base)
     environ["wsgi.url_scheme"] = url_scheme(environ)
     return environ
@@ -243,13 +260,14 @@ class Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("the app gave %s, not bytes" % type(data).__name__)
             data = bytes(data)
+        head = b""
         if not self.head_sent:
             if self.head is None:
                 raise AssertionError("the app sent body data before calling start_response()")
             self.head_sent = True
-            data = self.head + data
-        self.bytes_sent += len(data)
-        return self.transport.send(data, end)
+            head = self.head
+        self.bytes_sent += len(head) + len(data)
+        return self.transport.send(data, end, head)
 
 
 def run_app(app: WSGIApp, environ: dict, transport) -> Response:
@@ -263,7 +281,10 @@ def run_app(app: WSGIApp, environ: dict, transport) -> Response:
                 response.send(result[0], end=True)  # the common case: one write
             else:
                 for chunk in result:
-                    if chunk and not response.send(chunk, end=False):
+                    if chunk:
+                        if not response.send(chunk, end=False):
+                            raise ClientGone("request aborted or connection lost")
+                    elif transport.aborted:  # an empty chunk (a heartbeat) is checked too
                         raise ClientGone("request aborted or connection lost")
                 response.send(b"", end=True)
         finally:
@@ -288,7 +309,7 @@ def app_fault(response: Response, environ: dict, exc_info) -> None:
         response.bytes_sent += len(INTERNAL_ERROR)
         response.transport.send(INTERNAL_ERROR, True)
     else:
-        response.transport.send(b"", True)
+        response.transport.truncate()
 
 
 class ErrorStream:

@@ -36,15 +36,16 @@ def test_get_values_answers_true_values(server):
             assert conn.receive()
         record, = conn.records
         assert (record.type, record.request_id) == (p.GET_VALUES_RESULT, 0)
-        # 4 threads + 100 queued; 1024 connections is the default
-        assert p.decode_pairs(record.content) == [(p.MAX_REQS, b"104"), (p.MPXS_CONNS, b"1"), (p.MAX_CONNS, b"1024")]
+        # what one connection accepts: 100 live ids (the default per-connection
+        # limit, below 4 threads + 100 queued); 1024 connections is the default
+        assert p.decode_pairs(record.content) == [(p.MAX_REQS, b"100"), (p.MPXS_CONNS, b"1"), (p.MAX_CONNS, b"1024")]
         # the connection stays usable
         conn.send_request(1, "/after")
         assert conn.wait_ended(1)[1].body == b"ok /after"
 
 
 def test_get_values_through_the_client_module(server):
-    assert client.get_values(server.address) == {"FCGI_MAX_CONNS": "1024", "FCGI_MAX_REQS": "104",
+    assert client.get_values(server.address) == {"FCGI_MAX_CONNS": "1024", "FCGI_MAX_REQS": "100",
                                                  "FCGI_MPXS_CONNS": "1"}
 
 
@@ -106,6 +107,26 @@ def test_many_multiplexed_requests_each_get_their_own_answer(server):
         conn.send(b"".join(client.encode_request(i, params("/r%d" % i), keep_conn=True) for i in ids))
         responses = conn.wait_ended(*ids)
         assert {i: r.body for i, r in responses.items()} == {i: b"ok /r%d" % i for i in ids}
+
+
+def test_fcgi_max_reqs_requests_on_one_connection_are_all_answered(start_wsgi_fcgi):
+    # HAProxy believes FCGI_MAX_REQS: as many requests at once on one
+    # connection must all be served, none OVERLOADED or 503.
+    proc = start_wsgi_fcgi("protoapp:app", "--threads", "4", "--max-queue", "40",
+                           "--max-requests-per-connection", "100")
+    with FcgiConnection(proc.address) as conn:
+        conn.send(p.encode_get_values([p.MAX_REQS]))
+        while not conn.records:
+            assert conn.receive()
+        max_reqs = int(dict(p.decode_pairs(conn.records[0].content))[p.MAX_REQS])
+        assert max_reqs == 44  # 4 threads + 40 queued, below the 100 of the connection limit
+        conn.records.clear()
+        ids = list(range(1, max_reqs + 1))
+        conn.send(b"".join(client.encode_request(i, params("/sleep?s=0.05&n=%d" % i), keep_conn=True)
+                           for i in ids))
+        responses = conn.wait_ended(*ids)
+        assert all(r.protocol_status == p.REQUEST_COMPLETE for r in responses.values())
+        assert sorted((r.status, r.body) for r in responses.values()) == [(200, b"slept")] * max_reqs
 
 
 def test_abort_of_a_running_request(server):

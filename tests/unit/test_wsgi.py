@@ -21,10 +21,18 @@ class Recorder:
         self.sent = []
         self.stderr = []
         self.gone = gone
+        self.truncated = False
 
-    def send(self, data, end):
-        self.sent.append((data, end))
+    def send(self, data, end, head=b""):
+        self.sent.append((head + data, end))
         return not self.gone
+
+    def truncate(self):
+        self.truncated = True
+
+    @property
+    def aborted(self):
+        return self.gone
 
     def send_stderr(self, data):
         self.stderr.append(data)
@@ -55,6 +63,36 @@ def test_repeated_cookie_joined_with_semicolon_others_with_comma():
                                  (b"HTTP_COOKIE", b"b=2"), (b"HTTP_ACCEPT", b"*/*"), (b"HTTP_COOKIE", b"c=3")])
     assert environ["HTTP_COOKIE"] == "a=1; b=2; c=3"
     assert environ["HTTP_ACCEPT"] == "text/html, */*"
+
+
+def test_a_cgi_variable_sent_twice_keeps_its_last_value():
+    # Flask's FastCGI docs set SCRIPT_NAME again after `include fastcgi_params`.
+    environ = params_to_environ([(b"SCRIPT_NAME", b"/yourapplication/index"), (b"PATH_INFO", b"/a"),
+                                 (b"SCRIPT_NAME", b"/yourapplication"), (b"SERVER_PORT", b"80"),
+                                 (b"SERVER_PORT", b"8080")])
+    assert environ["SCRIPT_NAME"] == "/yourapplication"
+    assert environ["SERVER_PORT"] == "8080"
+
+
+def test_http_host_sent_twice_keeps_the_last_value():
+    # Debian's fastcgi_params send `HTTP_HOST $host` (no port); configs add `$http_host`.
+    environ = params_to_environ([(b"HTTP_HOST", b"127.0.0.1"), (b"HTTP_HOST", b"127.0.0.1:8080")])
+    assert environ["HTTP_HOST"] == "127.0.0.1:8080"
+
+
+def test_many_repeated_headers_are_merged_in_linear_time():
+    import time
+    params = [(b"HTTP_X_A", b"v")] * 200_000
+    started = time.process_time()
+    environ = params_to_environ(params)
+    assert environ["HTTP_X_A"] == ", ".join(["v"] * 200_000)
+    assert time.process_time() - started < 2.0  # quadratic joining took minutes
+
+
+def test_the_web_servers_server_software_reaches_the_app():
+    environ = build_environ(pairs(SERVER_SOFTWARE="nginx/1.22.1", REQUEST_URI="/"), base_environ())
+    assert environ["SERVER_SOFTWARE"] == "nginx/1.22.1"
+    assert build_environ(pairs(REQUEST_URI="/"), base_environ())["SERVER_SOFTWARE"] == "wsgi-fcgi"
 
 
 def test_http_content_length_and_type_are_dropped():
@@ -256,7 +294,8 @@ def test_close_is_always_called_once(fail_at):
         return body
     transport, _ = run(app)
     assert body.closed == 1
-    assert transport.ended == 1
+    # ended once: normally, or cut (no END_REQUEST) when it fails after the head
+    assert transport.ended + transport.truncated == 1
 
 
 def test_close_is_called_when_the_client_is_gone():
@@ -295,7 +334,31 @@ def test_exception_after_headers_ends_the_request_cleanly():
         yield b"first"
         raise RuntimeError("boom after headers")
     transport, _ = run(app)
-    assert transport.sent == [(b"Status: 200 OK\r\n\r\nfirst", False), (b"", True)]
+    # No END_REQUEST after the head: the transport cuts the response (the
+    # client must not see a well-formed short body).
+    assert transport.sent == [(b"Status: 200 OK\r\n\r\nfirst", False)]
+    assert transport.truncated
+
+
+def test_empty_chunks_are_checked_for_aborts():
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        yield b"first"
+        for n in range(1000):  # a heartbeat generator of empty chunks
+            seen.append(n)
+            yield b""
+    transport = Recorder()
+    response_iter = []
+
+    def gone_after_first(data, end, head=b""):
+        response_iter.append(data)
+        transport.gone = True
+        return True
+    transport.send = gone_after_first
+    run_app(app, build_environ([], base_environ()), transport)
+    assert len(seen) == 1  # stopped at the first empty chunk after the abort
 
 
 def test_system_exit_in_the_app_is_caught():
@@ -362,7 +425,8 @@ def test_start_response_with_exc_info_after_the_head_is_sent_reraises():
         return [b"never"]
     transport, _ = run(app)
     assert [str(e) for e in seen] == ["late"]
-    assert transport.sent == [(b"Status: 200 OK\r\n\r\npartial", False), (b"", True)]
+    assert transport.sent == [(b"Status: 200 OK\r\n\r\npartial", False)]
+    assert transport.truncated
 
 
 def test_write_after_the_client_is_gone_raises_in_the_app_and_close_is_called():

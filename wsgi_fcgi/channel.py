@@ -1,0 +1,395 @@
+"""One connection from the web server: its state, its read side, its requests.
+
+States, changed only in `Channel._set_state` (with the write lock held):
+
+    OPEN       reading and serving requests; idle between them (keep-alive)
+    CLOSING    still serving what comes, but closed (or handed to another
+               worker) at the first moment it is idle: FCGI_KEEP_CONN clear,
+               or the server is stopping
+    DRAINING   our FIN is sent; reading and dropping the peer's input until it
+               closes too (closing with unread input would send a reset)
+    LOST       the socket failed (reset, write error, timeout, protocol
+               error): every live request is aborted; the loop closes it
+    CLOSED     the socket is closed or belongs to another worker now
+
+Which thread may do what:
+
+* The loop thread owns the read side (`on_readable`, the sans-IO
+  `ServerConnection`, `requests`), selector registration, closing the socket,
+  and every transition but the two below.
+* A request thread touches a connection only through `send_response`,
+  `send_stderr` and `truncate`, under `output.lock`.  It may end its own
+  request, move CLOSING -> DRAINING (the FIN that follows the last
+  END_REQUEST, in the same lock hold, so the web server cannot have started
+  a new request on the connection), and move any state to LOST when a write
+  fails.  It reports ended requests in `finished`, which the loop drains
+  before it reads again, so a request id is free before the web server can
+  reuse it.
+* Nobody holds `output.lock` across a blocking call.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import selectors
+import socket
+import time
+from typing import TYPE_CHECKING, Optional
+
+from . import protocol as p
+from .body import ClientDisconnected
+from .connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted, RequestStarted,
+                         ServerConnection, StdinReceived)
+from .output import Output
+
+if TYPE_CHECKING:
+    from .request import Request
+    from .server import Server
+
+log = logging.getLogger("wsgi_fcgi")
+
+OPEN, CLOSING, DRAINING, LOST, CLOSED = "open", "closing", "draining", "lost", "closed"
+_TRANSITIONS = {
+    OPEN: {CLOSING, DRAINING, LOST, CLOSED},
+    CLOSING: {DRAINING, LOST, CLOSED},
+    DRAINING: {LOST, CLOSED},
+    LOST: {CLOSED},
+    CLOSED: set(),
+}
+
+#: Response chunks at least this large are framed around the app's buffer
+#: (scatter-gather), not copied into records.
+_GATHER_SIZE = 32 * 1024
+#: How long a closing connection may take to send us its unread input.
+DRAIN_TIMEOUT = 5.0
+#: How long a stopping server waits for the first request of a connection it
+#: accepted: a web server opens a connection to send a request at once.
+FIRST_REQUEST_GRACE = 2.0
+
+
+class Channel:
+    """The engine's side of one connection."""
+
+    def __init__(self, server: "Server", sock: socket.socket, peer) -> None:
+        self.server = server
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.peer = peer
+        settings = server.settings
+        self.conn = ServerConnection(values=server.get_values, max_requests=settings["max_requests_per_connection"],
+                                     max_params_size=settings["max_params_size"])
+        self.output = Output(sock, settings["output_buffer_size"], self._on_backlog)
+        self.state = OPEN
+        self.state_since = self.opened = self.idle_since = time.monotonic()
+        self.requests: dict[int, "Request"] = {}  # live requests by id (loop thread)
+        self.finished: collections.deque = collections.deque()  # ended by threads, not yet reaped
+        self.deferred: collections.deque = collections.deque()  # started, waiting for this connection's turn
+        self.live = 0  # requests not yet ended (under output.lock)
+        self.running = 0  # requests in pool threads (under the server's count lock)
+        self.record_started: Optional[float] = None  # when the partial record began
+        self.had_request = False
+        self.peer_closed = False  # the peer's FIN arrived: nothing more to read
+        self.handoff = False  # when CLOSING and idle: pass the socket on rather than close it
+        self.close_reason = ""
+
+    def __repr__(self) -> str:
+        return "<connection from %s>" % ("%s:%d" % self.peer[:2] if self.peer else "unix socket")
+
+    # -- state ----------------------------------------------------------------------
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        """The one place where the state changes (caller holds output.lock)."""
+        if state is self.state or state not in _TRANSITIONS[self.state]:
+            return
+        self.state = state
+        self.state_since = time.monotonic()
+        if reason:
+            self.close_reason = reason
+        if state is LOST:
+            self.server.loop.notify(self)
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        with self.output.lock:
+            self._set_state(state, reason)
+
+    def idle(self) -> bool:
+        """Nothing in flight: no live request, no partial record, no queued output."""
+        return (not self.live and not self.requests and not self.output.pending
+                and (self.peer_closed or not self.conn.pending_bytes))
+
+    def awaiting_first_request(self, now: float) -> bool:
+        """Closing this idle connection now would fail the request on its way."""
+        return not self.had_request and now - self.opened < FIRST_REQUEST_GRACE
+
+    # -- loop thread: readiness ---------------------------------------------------------
+
+    def on_event(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self.on_writable()
+        if mask & selectors.EVENT_READ and self.state is not CLOSED and self.state is not LOST:
+            self.on_readable()
+
+    def on_writable(self) -> None:
+        drained = self.output.flush()
+        if self.output.failed is not None:
+            self.lose(self.output.failed)
+            return
+        if drained:
+            self.server.loop.update_interest(self)
+            if self.state is CLOSING:
+                self.finish_closing(time.monotonic())
+            elif self.state is DRAINING and self.peer_closed:
+                self.close()
+                return
+        if self.deferred and not self.output.backlogged:
+            self.server.run_deferred(self)
+
+    # -- reading (loop thread) ----------------------------------------------------------
+
+    def on_readable(self) -> None:
+        self.reap_finished()
+        try:
+            view = self.server.loop.recv_view
+            size = self.sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.lose("read failed: %s" % (exc.strerror or exc))
+            return
+        if not size:
+            self.on_peer_closed()
+            return
+        if self.state is DRAINING:
+            return  # the rest of a connection we are closing: dropped
+        try:
+            events = self.conn.receive_data(view[:size].tobytes())
+        except p.ProtocolError as exc:
+            log.warning("%r: protocol error, closing the connection: %s", self, exc)
+            self.lose("protocol error")
+            return
+        # --read-timeout counts from the first byte of a record, so a peer
+        # trickling a byte at a time (slowloris) cannot hold it open forever.
+        if not self.conn.pending_bytes:
+            self.record_started = None
+        elif self.record_started is None:
+            self.record_started = time.monotonic()
+        for event in events:
+            if self.state is LOST or self.state is CLOSED:
+                return  # dropped while handling an earlier record
+            self._handle(event)
+
+    def _handle(self, event) -> None:
+        kind = type(event)
+        server = self.server
+        if kind is RequestStarted:
+            server.start_request(self, event)
+        elif kind is StdinReceived:
+            request = self.requests.get(event.request_id)
+            if request is not None:
+                server.feed_body(request, event.data)
+        elif kind is Reply:
+            self.send_from_loop(event.data)
+        elif kind is FilterDataReceived:
+            request = self.requests.get(event.request_id)
+            if request is not None and request.filter_data is not None:
+                server.feed_filter_data(request, event.data)
+        elif kind is RequestAborted:
+            request = self.requests.get(event.request_id)
+            if request is not None:
+                log.debug("%r: request %d aborted by the web server", self, event.request_id)
+                request.abort(ClientDisconnected("request aborted by the web server"))
+        elif kind is ParamsTooLarge:
+            server.refuse_params(self, event)
+        elif kind is Ignored:
+            log.debug("%r: ignored %r: %s", self, event.record, event.reason)
+
+    def on_peer_closed(self) -> None:
+        """The peer's FIN: requests whose input is complete still get their
+        responses (a client may shut down its write side after STDIN); the
+        others can never complete."""
+        self.peer_closed = True
+        self.record_started = None  # a partial record can never complete now
+        self.server.loop.stop_reading(self)
+        if self.state is not DRAINING:
+            for request in list(self.requests.values()):
+                if not request.input_complete():
+                    self.server.refuse(request, "400 Bad Request",
+                                       ClientDisconnected("connection closed by the web server"))
+            self.reap_finished()
+        if self.state is DRAINING or self.idle():
+            self.close()
+            return
+        self.set_state(CLOSING, "closed by the peer")
+
+    def reap_finished(self) -> None:
+        """Free the ids of requests the threads ended (spec 3.3: an id is live
+        from BEGIN_REQUEST to END_REQUEST)."""
+        finished = self.finished
+        while finished:
+            request = finished.popleft()
+            if self.requests.get(request.request_id) is request:
+                del self.requests[request.request_id]
+                self.conn.finish_request(request.request_id)
+                if not self.requests:
+                    self.idle_since = time.monotonic()
+
+    # -- writing (any thread) -----------------------------------------------------------
+
+    def send_response(self, request: "Request", data, end: bool, head: bytes = b"") -> bool:
+        """FCGI_STDOUT for `request` (`head` first), then with `end` the empty
+        STDOUT and END_REQUEST.  False once the request or connection is gone."""
+        size = len(head) + len(data)
+        out = _frame_stdout(request.request_id, head, data, size, end)
+        output = self.output
+        with output.lock:
+            if request.ended or (request.aborted and not end):
+                return False
+            if end:
+                self._end_locked(request)
+            if not output.write_locked(out):
+                self._set_state(LOST, output.failed or "write failed")
+                return False
+            request.bytes_out += size
+            if end:
+                self._after_end_locked()
+            elif output.backlogged:
+                return output.wait_locked() and not request.aborted
+        return True
+
+    def send_stderr(self, request: "Request", data: bytes) -> None:
+        out = p.encode_stream(p.STDERR, request.request_id, data)
+        with self.output.lock:
+            if not request.ended and not self.output.write_locked(out):
+                self._set_state(LOST, self.output.failed or "write failed")
+
+    def end_from_loop(self, request: "Request", status: str, text: str) -> None:
+        """End `request` from the loop (limits, timeouts): the response is
+        `status` with `text`, unless the app's head is out already."""
+        from .wsgi import simple_response
+        rid = request.request_id
+        with self.output.lock:
+            if request.ended:
+                return
+            out = b""
+            if request.bytes_out == 0:
+                response = simple_response(status, text)
+                request.status = status
+                request.bytes_out = len(response)
+                out = p.encode_stream(p.STDOUT, rid, response)
+            self._end_locked(request)
+            if not self.output.write_locked(out + p.encode_stdout_end(rid)):
+                self._set_state(LOST, self.output.failed or "write failed")
+                return
+            self._after_end_locked()
+
+    def truncate(self, request: "Request") -> None:
+        """The app failed after its head went out.  No END_REQUEST: the
+        connection is shut once the body sent so far is out, so the web server
+        sees the response cut (nginx closes the client connection without the
+        final chunk) instead of a well-formed short body."""
+        with self.output.lock:
+            if request.ended:
+                return
+            self._end_locked(request)
+            self.output.shutdown_locked()
+            self._set_state(DRAINING, "response truncated")
+
+    def send_from_loop(self, data: bytes) -> None:
+        """Answers the loop gives by itself (management records, refusals).
+        A peer that does not read them is dropped past the output limit."""
+        output = self.output
+        with output.lock:
+            if not output.write_locked(data):
+                self._set_state(LOST, output.failed or "write failed")
+                return
+            if output.pending > 4 * output.limit:
+                log.warning("%r: %d bytes of answers queued that the peer does not read, closing the connection",
+                            self, output.pending)
+                output.fail_locked("peer does not read its answers")
+                self._set_state(LOST, "peer does not read")
+
+    def _end_locked(self, request: "Request") -> None:
+        request.ended = True
+        self.live -= 1
+        self.finished.append(request)
+        self.server.count_end()
+
+    def _after_end_locked(self) -> None:
+        if self.live or self.state is not CLOSING:
+            if self.deferred:
+                self.server.loop.notify(self)
+            return
+        if self.handoff:
+            self.server.loop.notify(self)  # handed over by the loop once idle
+        else:
+            self.output.shutdown_locked()  # FIN with the last END_REQUEST
+            self._set_state(DRAINING)
+
+    def _on_backlog(self) -> None:
+        self.server.loop.want_write(self)
+
+    # -- closing (loop thread) ------------------------------------------------------------
+
+    def close_when_idle(self, reason: str, handoff: bool = False) -> None:
+        """Close (or hand over) at the first moment nothing is in flight."""
+        with self.output.lock:
+            self.handoff = handoff
+            self._set_state(CLOSING, reason)
+        self.server.loop.notify(self)
+
+    def finish_closing(self, now: float) -> None:
+        """A CLOSING connection that is idle: hand it over, or FIN and drain."""
+        if self.state is not CLOSING or not self.idle() or self.awaiting_first_request(now):
+            return
+        if self.peer_closed:
+            self.close()
+        elif self.handoff and self.server.loop.hand_over(self):
+            self.close(handed_over=True)
+        else:
+            with self.output.lock:
+                self.output.shutdown_locked()
+                self._set_state(DRAINING)
+
+    def lose(self, reason: str) -> None:
+        """The connection is unusable: abort its requests, close it."""
+        with self.output.lock:
+            self.output.fail_locked(reason)
+            self._set_state(LOST, reason)
+        self.close()
+
+    def close(self, handed_over: bool = False) -> None:
+        """Close the socket (loop thread).  Threads still running requests of
+        this connection find the output failed and give up."""
+        if self.state is CLOSED:
+            return
+        if self.requests or self.deferred:
+            error = ClientDisconnected(self.close_reason or "connection closed")
+            for request in list(self.requests.values()):
+                request.abort(error)
+            self.server.drop_deferred(self)
+        self.server.loop.unregister(self)
+        with self.output.lock:
+            if self.output.failed is None:
+                self.output.fail_locked(self.close_reason or "closed")
+            self._set_state(CLOSED)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        if not handed_over and self.close_reason:
+            log.debug("%r: closed (%s)", self, self.close_reason)
+
+
+def _frame_stdout(request_id: int, head: bytes, data, size: int, end: bool):
+    """FCGI_STDOUT records for head + data, and with `end` the closing records.
+    Large data is framed as a list of buffers around it (no copy)."""
+    tail = p.encode_stdout_end(request_id) if end else b""
+    if size < _GATHER_SIZE:
+        body = head + data if head else data
+        return (p.encode_stream(p.STDOUT, request_id, body) if body else b"") + tail
+    parts = p.stream_parts(p.STDOUT, request_id, head) if head else []
+    parts += p.stream_parts(p.STDOUT, request_id, data)
+    if tail:
+        parts.append(tail)
+    return parts

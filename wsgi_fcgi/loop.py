@@ -1,0 +1,339 @@
+"""The selector loop of one process: accepting, reading, flushing, timers, stopping.
+
+Exactly one thread runs it at a time (see pool.py for the hand-off between
+the loop thread and the standby).  Other threads never touch the selector:
+they queue what they need (`notify`, `want_write`) and `wake` the loop.
+Every callback runs under one guard: an exception is logged at ERROR with
+its traceback and costs only the connection it came from.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import selectors
+import socket
+import time
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .channel import CLOSED, CLOSING, DRAIN_TIMEOUT, DRAINING, LOST, OPEN, Channel
+
+if TYPE_CHECKING:
+    from .handoff import Handoff
+    from .listeners import PeerFilter
+    from .server import Server
+
+log = logging.getLogger("wsgi_fcgi")
+
+RECV_SIZE = 256 * 1024
+TICK = 1.0
+_ACCEPTS_PER_EVENT = 16
+
+
+class EventLoop:
+    def __init__(self, server: "Server", sockets: list, peers: "PeerFilter", handoff: Optional["Handoff"]) -> None:
+        self.server = server
+        self.sockets = sockets
+        self.peers = peers
+        self.handoff = handoff
+        self.max_connections = server.settings["max_connections"]
+        self.selector = selectors.DefaultSelector()
+        # recv into one reused buffer: a fresh 256 KiB bytes per recv() would
+        # cost an mmap/mremap/munmap per request.
+        self.recv_view = memoryview(bytearray(RECV_SIZE))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self.channels: dict[int, Channel] = {}
+        self._interest: dict[int, int] = {}  # selector events per registered channel fd
+        self.ready: collections.deque = collections.deque()  # requests to run, filled this round
+        self._attention: collections.deque = collections.deque()  # channels other threads flagged
+        self._write_wanted: collections.deque = collections.deque()
+        self.accepting = False
+        self.stop_at: Optional[float] = None  # graceful stop deadline
+        self._stop_handoff = False
+        self.stopping = False
+        self.done = False
+        self.connections_accepted = 0
+        self.on_tick: list[Callable[[], None]] = []
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+
+    # -- other threads -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # the pipe is full (the loop will wake anyway) or closed
+
+    def notify(self, channel: Channel) -> None:
+        """`channel` needs the loop's attention (state change, ended requests)."""
+        self._attention.append(channel)
+        self.wake()
+
+    def want_write(self, channel: Channel) -> None:
+        """`channel` has queued output: watch it for writability."""
+        self._write_wanted.append(channel)
+        self.wake()
+
+    def stop(self, deadline: float, handoff: bool) -> None:
+        if self.stop_at is None or deadline < self.stop_at:
+            self.stop_at = deadline
+        self._stop_handoff = handoff
+        self.wake()
+
+    # -- running --------------------------------------------------------------------------
+
+    def start_accepting(self) -> None:
+        for sock in self.sockets:
+            self.selector.register(sock, selectors.EVENT_READ, lambda _mask, s=sock: self._accept(s))
+        if self.handoff is not None:
+            self.selector.register(self.handoff.receiver, selectors.EVENT_READ, self._adopt)
+        self.accepting = True
+
+    def _stop_accepting(self) -> None:
+        if not self.accepting:
+            return
+        self.accepting = False
+        for sock in self.sockets:
+            self._unregister_fd(sock)
+        if self.handoff is not None:
+            self._unregister_fd(self.handoff.receiver)
+
+    def _unregister_fd(self, sock) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def run(self, inline: bool) -> bool:
+        """Run until the server stops (True) or this thread loses the selector
+        (False): the loop thread to the standby while it runs a long request,
+        the standby back to the loop thread."""
+        pool = self.server.pool
+        select = self.selector.select
+        next_tick = time.monotonic() + TICK
+        while True:
+            for key, mask in select(TICK):
+                self._guarded(key.data, mask)
+            now = time.monotonic()
+            if self._attention or self._write_wanted:
+                self._attend(now)
+            if now >= next_tick:
+                next_tick = now + TICK
+                self._tick(now)
+            if self.stop_at is not None and self._stopped(now):
+                self.done = True
+                return True
+            if self.ready and not pool.dispatch(self.ready, inline):
+                return False
+            if pool.loop_wanted and not inline:
+                pool.give_loop_back()
+                return False
+
+    def _guarded(self, callback, mask: int) -> None:
+        try:
+            callback(mask)
+        except Exception:
+            channel = getattr(callback, "__self__", None)
+            log.exception("internal error in the I/O loop%s", " on %r" % channel if channel else "")
+            if isinstance(channel, Channel):
+                channel.lose("internal error")
+
+    def _stopped(self, now: float) -> bool:
+        if not self.stopping:
+            self._begin_stop(now)
+        return now >= self.stop_at or (not self.server.live_requests() and not self.channels)  # type: ignore
+
+    # -- wake-ups and attention ---------------------------------------------------------
+
+    def _on_wake(self, _mask: int) -> None:
+        self._woken = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _attend(self, now: float) -> None:
+        while self._write_wanted:
+            channel = self._write_wanted.popleft()
+            if channel.state is not CLOSED:
+                self.update_interest(channel)
+        attention = self._attention
+        while attention:
+            channel = attention.popleft()
+            if channel.state is CLOSED:
+                continue
+            channel.reap_finished()
+            if channel.state is LOST:
+                channel.close()
+                continue
+            if channel.state is DRAINING and channel.peer_closed and not channel.output.pending:
+                channel.close()
+                continue
+            if channel.deferred:
+                self.server.run_deferred(channel)
+            if channel.state is CLOSING:
+                channel.finish_closing(now)
+        self.server.run_body_waiters()
+
+    def update_interest(self, channel: Channel) -> None:
+        """Watch for input unless the peer closed; for writability while output is queued."""
+        events = 0 if channel.peer_closed else selectors.EVENT_READ
+        if channel.output.pending:
+            events |= selectors.EVENT_WRITE
+        fd = channel.fileno
+        current = self._interest.get(fd, 0)
+        if events == current:
+            return
+        if not events:
+            self._unregister_fd(channel.sock)
+            del self._interest[fd]
+        elif not current:
+            self.selector.register(channel.sock, events, channel.on_event)
+            self._interest[fd] = events
+        else:
+            self.selector.modify(channel.sock, events, channel.on_event)
+            self._interest[fd] = events
+
+    def stop_reading(self, channel: Channel) -> None:
+        self.update_interest(channel)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(_ACCEPTS_PER_EVENT):
+            if len(self.channels) >= self.max_connections:
+                self._pause_accepting()
+                return
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept a connection: %s; pausing accepts for a second", exc)
+                    self._pause_accepting()
+                return
+            if not self.peers.allows(peer):
+                log.warning("refused a connection from %s: not in --allowed-servers", peer[0])
+                sock.close()
+                continue
+            self.add_channel(sock, peer)
+
+    def _adopt(self, _mask: int) -> None:
+        """Connections another worker of the pool handed over (it is stopping)."""
+        for sock in self.handoff.receive():  # type: ignore[union-attr]
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                sock.close()
+                continue
+            self.add_channel(sock, peer, adopted=True)
+
+    def _pause_accepting(self) -> None:
+        """Leave further connections in the listen backlog until one closes."""
+        self._stop_accepting()
+
+    def _resume_accepting(self) -> None:
+        if not self.accepting and self.stop_at is None and not self.done:
+            self.start_accepting()
+
+    def add_channel(self, sock: socket.socket, peer, adopted: bool = False) -> Channel:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        channel = Channel(self.server, sock, peer if isinstance(peer, tuple) else None)
+        if adopted:
+            channel.had_request = True  # it served requests in another worker
+        self.channels[channel.fileno] = channel
+        self.update_interest(channel)
+        self.connections_accepted += 1
+        if self.stopping:
+            channel.close_when_idle("server stopping", handoff=self._stop_handoff)
+        return channel
+
+    def unregister(self, channel: Channel) -> None:
+        if self.channels.get(channel.fileno) is channel:
+            del self.channels[channel.fileno]
+            if self._interest.pop(channel.fileno, None) is not None:
+                self._unregister_fd(channel.sock)
+            if not self.accepting and len(self.channels) < self.max_connections:
+                self._resume_accepting()
+
+    def hand_over(self, channel: Channel) -> bool:
+        """Pass an idle connection of a stopping worker to a live one of the pool."""
+        if self.handoff is None:
+            return False
+        self.unregister(channel)
+        return self.handoff.send(channel.sock)
+
+    # -- timers and stopping -----------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        for channel in list(self.channels.values()):
+            self._guarded(lambda _mask, c=channel: self._check_timers(c, now), 0)
+        for callback in self.on_tick:
+            try:
+                callback()
+            except Exception:
+                log.exception("error in a tick hook")
+
+    def _check_timers(self, channel: Channel, now: float) -> None:
+        settings = self.server.settings
+        channel.reap_finished()
+        state = channel.state
+        if state is DRAINING:
+            if now - channel.state_since > DRAIN_TIMEOUT or (channel.peer_closed and not channel.output.pending):
+                channel.close()
+            elif channel.output.stalled_for(now) > DRAIN_TIMEOUT:
+                channel.lose("peer does not read")
+            return
+        if state is LOST:
+            channel.close()
+            return
+        write_timeout = settings["write_timeout"]
+        stalled = channel.output.stalled_for(now)
+        if write_timeout and stalled > write_timeout:
+            log.info("%r: the peer did not read our output for %.0f s (--write-timeout), dropping it",
+                     channel, stalled)
+            channel.lose("write timeout")
+            return
+        if channel.record_started is not None and now - channel.record_started > settings["read_timeout"]:
+            log.info("%r: a record incomplete after %.0f s (--read-timeout), closing", channel,
+                     now - channel.record_started)
+            channel.lose("read timeout")
+            return
+        if settings["body_timeout"]:
+            self.server.check_body_deadlines(channel, now)
+        if state is CLOSING:
+            channel.finish_closing(now)
+        elif state is OPEN and channel.idle() and settings["keep_alive"] \
+                and now - channel.idle_since > settings["keep_alive"]:
+            log.debug("%r: idle for %.0f s (--keep-alive), closing", channel, now - channel.idle_since)
+            channel.close_when_idle("keep-alive timeout")
+            channel.finish_closing(now)
+
+    def _begin_stop(self, now: float) -> None:
+        self.stopping = True
+        self._stop_accepting()
+        for channel in list(self.channels.values()):
+            if channel.state is OPEN or channel.state is CLOSING:
+                channel.close_when_idle("server stopping", handoff=self._stop_handoff)
+                channel.finish_closing(now)
+
+    def close(self) -> None:
+        """After the loop ended: close every connection and the selector."""
+        self._stop_accepting()
+        for channel in list(self.channels.values()):
+            channel.close_reason = channel.close_reason or "server stopping"
+            channel.close()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()

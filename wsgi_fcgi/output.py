@@ -1,0 +1,171 @@
+"""The write side of one connection: a bounded output queue on a non-blocking socket.
+
+Any thread may write; nobody ever blocks in a syscall.  A write goes straight
+to the kernel when nothing is queued (the common case: a whole small response
+in one `send`), and what the kernel does not take is queued.  The loop thread
+then watches the socket for writability and flushes the queue.
+
+Back-pressure: a request thread streaming a response waits (on a condition,
+the lock released) while more than `limit` bytes are queued, until the loop
+has flushed the queue down to half of it.  Progress is timed: the loop drops a
+connection whose queue made no progress for --write-timeout, and `fail()`
+wakes every waiting writer at once, which then gives up.
+
+Locking rule: `lock` is held only around non-blocking socket calls and queue
+updates, never while waiting for the peer, so the loop thread can always take
+it without delay.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from typing import Callable, Optional
+
+#: sendmsg() takes at most this many buffers (Linux UIO_MAXIOV is 1024).
+_IOV_MAX = 1000
+
+
+class Output:
+    def __init__(self, sock: socket.socket, limit: int, on_backlog: Callable[[], None]) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.limit = limit
+        self.on_backlog = on_backlog  # asks the loop to flush when writable (called under the lock)
+        self._queue: collections.deque = collections.deque()  # bytes / memoryviews not yet sent
+        self.pending = 0  # bytes in _queue
+        self.progress = 0.0  # monotonic time of the last bytes the kernel took while some were queued
+        self.failed: Optional[str] = None  # why nothing can be written any more
+        self.fin_after_flush = False  # shut the write side down once the queue is empty
+        self.fin_sent = False
+        self._cond: Optional[threading.Condition] = None
+        self._waiters = 0
+
+    # -- under the lock (callers hold `lock`) -------------------------------------------
+
+    def write_locked(self, data) -> bool:
+        """Send `data` (bytes, or a list of buffers) now, queue what the kernel does
+        not take.  False if the connection cannot be written any more."""
+        if self.failed is not None:
+            return False
+        if self._queue:
+            self._enqueue(data, 0)
+            return True
+        if type(data) is not list:
+            data = [data]
+        start = 0
+        while start < len(data):
+            batch = data[start:start + _IOV_MAX]
+            try:
+                sent = self.sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+                return False
+            if sent < sum(map(len, batch)):
+                self._enqueue(data[start:], sent)
+                break
+            start += _IOV_MAX
+        return True
+
+    def _enqueue(self, data, skip: int) -> None:
+        for part in (data if type(data) is list else (data,)):
+            size = len(part)
+            if skip >= size:
+                skip -= size
+                continue
+            if skip:
+                part = memoryview(part)[skip:]
+                size -= skip
+                skip = 0
+            self._queue.append(part)
+            self.pending += size
+        if self.pending and not self.progress:
+            self.progress = time.monotonic()
+            self.on_backlog()
+
+    def wait_locked(self) -> bool:
+        """Wait (lock released) until the queue is back under half the limit.
+        False if the connection failed meanwhile."""
+        if self.pending > self.limit and self.failed is None:
+            if self._cond is None:
+                self._cond = threading.Condition(self.lock)
+            self._waiters += 1
+            try:
+                while self.pending > self.limit // 2 and self.failed is None:
+                    self._cond.wait()
+            finally:
+                self._waiters -= 1
+        return self.failed is None
+
+    def shutdown_locked(self) -> None:
+        """FIN once everything queued is out: straight away if nothing is."""
+        if self.failed is not None or self.fin_sent:
+            return
+        if self._queue:
+            self.fin_after_flush = True
+            return
+        self.fin_sent = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.fail_locked("shutdown failed: %s" % (exc.strerror or exc))
+
+    def fail_locked(self, reason: str) -> None:
+        if self.failed is None:
+            self.failed = reason
+        self._queue.clear()
+        self.pending = 0
+        self.progress = 0.0
+        if self._waiters:
+            self._cond.notify_all()  # type: ignore[union-attr]
+
+    @property
+    def backlogged(self) -> bool:
+        """More than the limit is queued (a reader of this connection is slow)."""
+        return self.pending > self.limit
+
+    # -- loop thread ----------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Send what the kernel takes now.  True when the queue is empty (or failed)."""
+        with self.lock:
+            queue = self._queue
+            sent_any = False
+            while queue:
+                parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
+                try:
+                    sent = self.sock.sendmsg(parts)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.fail_locked("write failed: %s" % (exc.strerror or exc))
+                    return True
+                if not sent:
+                    break
+                sent_any = True
+                self.pending -= sent
+                while sent:
+                    size = len(queue[0])
+                    if sent >= size:
+                        queue.popleft()
+                        sent -= size
+                    else:
+                        queue[0] = memoryview(queue[0])[sent:]
+                        sent = 0
+            if sent_any:
+                self.progress = time.monotonic() if queue else 0.0
+                if self._waiters and self.pending <= self.limit // 2:
+                    self._cond.notify_all()  # type: ignore[union-attr]
+            if not queue and self.fin_after_flush:
+                self.fin_after_flush = False
+                self.shutdown_locked()
+            return not queue
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the queue last made progress (0 when nothing is queued)."""
+        progress = self.progress
+        return now - progress if progress and self.pending else 0.0

@@ -1,0 +1,217 @@
+"""The request threads, and who runs the selector.
+
+Handing each request to a pool thread costs two thread switches and a fight
+for the GIL (about a third of the CPU of a small request).  So the loop
+thread runs requests whose input is complete itself, at the end of a loop
+round.  While it does, nobody polls; when such a request takes longer than
+INLINE_TAKEOVER, the standby (the thread in `Server.serve_forever`) takes the
+selector over and hands requests to the pool until the loop thread is free
+again, then gives the selector back.
+
+The standby polls for that only while requests run inline; after a second
+without any it sleeps until the loop thread runs one again, so an idle server
+does not wake up (one tick a second, for heartbeats and timers).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .request import Request
+    from .server import Server
+
+log = logging.getLogger("wsgi_fcgi")
+
+#: A request the loop thread runs itself for longer than this makes the
+#: standby take the selector over.
+INLINE_TAKEOVER = 0.010
+_MONITOR_INTERVAL = 0.005
+#: Polls without an inline request before the standby goes to sleep (1 s).
+_POLLS_BEFORE_SLEEP = 200
+
+
+class PoolThread(threading.Thread):
+    """A request thread; `request` is what it runs now (for status and slow logs)."""
+
+    def __init__(self, server: "Server", index: int) -> None:
+        super().__init__(name="wsgi-fcgi-%d" % index, daemon=True)
+        self.server = server
+        self.request: Optional["Request"] = None
+        self.slow_logged = False
+
+    def run(self) -> None:
+        get = self.server.pool.queue.get
+        while True:
+            try:
+                request = get()
+                if request is None:
+                    return
+                self.run_request(request)
+            except Exception as exc:  # an interrupt aimed at a request that just ended
+                log.debug("%s: stray %r between requests", self.name, exc)
+
+    def run_request(self, request: "Request") -> None:
+        self.request = request
+        self.slow_logged = False
+        try:
+            self.server.handle_request(request)
+        finally:
+            self.request = None
+
+
+class LoopThread(PoolThread):
+    """Runs the selector loop, and the requests whose input is complete itself."""
+
+    def __init__(self, server: "Server") -> None:
+        super().__init__(server, 0)
+        self.name = "wsgi-fcgi-loop"
+
+    def run(self) -> None:
+        pool = self.server.pool
+        while True:
+            try:
+                if self.server.loop.run(inline=True) or not pool.wait_for_loop():
+                    return
+            except Exception as exc:  # an interrupt aimed at a request that just ended
+                log.debug("%s: stray %r in the loop", self.name, exc)
+
+
+class WorkerPool:
+    """The threads, the queue they take requests from, and the selector hand-off."""
+
+    def __init__(self, server: "Server", threads: int, inline: bool) -> None:
+        self.server = server
+        self.threads = threads
+        self.inline = inline
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.members: list[PoolThread] = []
+        self.loop_thread: Optional[LoopThread] = None
+        self._owner_lock = threading.Lock()
+        self._owner: Optional[threading.Thread] = None  # the thread running the selector
+        self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
+        self._loop_wanted = False  # the loop thread is free again and wants the selector back
+        self._loop_returned = threading.Event()
+        self.loop_done = threading.Event()
+        self._standby_asleep = False
+        self._standby_wake = threading.Event()
+
+    def __iter__(self):
+        """The threads that run requests (the loop thread among them)."""
+        return iter(self.members)
+
+    def start(self) -> None:
+        # With inline requests the loop thread is one of the `threads`; a
+        # request whose body is still arriving always needs a pool thread.
+        size = max(1, self.threads - 1) if self.inline else self.threads
+        for index in range(1, size + 1):
+            thread = PoolThread(self.server, index)
+            thread.start()
+            self.members.append(thread)
+
+    def run(self) -> None:
+        """In serve_forever's thread: the loop thread plus this standby, or the loop here."""
+        if self.inline:
+            self.loop_thread = LoopThread(self.server)
+            self.members.insert(0, self.loop_thread)
+            self._owner = self.loop_thread
+            self.loop_thread.start()
+            self._stand_by()
+        else:
+            self._owner = threading.current_thread()
+            self.server.loop.run(inline=False)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.loop_done.set()
+        self._standby_wake.set()
+        for _ in self.members:
+            self.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self.members:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- dispatching (the thread running the selector) ----------------------------------
+
+    def dispatch(self, ready, inline: bool) -> bool:
+        """Queue the requests started this round, or run them here when the
+        loop thread may.  False: the standby took the selector meanwhile."""
+        put = self.queue.put
+        while ready:
+            request = ready.popleft()
+            if not inline or request.ended or request.streaming:
+                put(request)
+                continue
+            self._inline_since = time.monotonic()
+            if self._standby_asleep:
+                self._standby_asleep = False
+                self._standby_wake.set()
+            self.loop_thread.run_request(request)  # type: ignore[union-attr]
+            with self._owner_lock:
+                self._inline_since = 0.0
+                if self._owner is not self.loop_thread:
+                    while ready:  # the standby owns the selector: the rest go to the pool
+                        put(ready.popleft())
+                    return False
+        return True
+
+    @property
+    def loop_wanted(self) -> bool:
+        return self._loop_wanted
+
+    # -- the selector hand-off ------------------------------------------------------------
+
+    def _stand_by(self) -> None:
+        """Take the selector over while the loop thread is stuck in a long
+        request, until the server stops."""
+        me = threading.current_thread()
+        polls = 0
+        while not self.loop_done.is_set():
+            if self._standby_asleep:
+                self._standby_wake.wait()
+                self._standby_wake.clear()
+                continue
+            if self.loop_done.wait(_MONITOR_INTERVAL):
+                return
+            started = self._inline_since
+            if not started:
+                polls += 1
+                if polls >= _POLLS_BEFORE_SLEEP:
+                    polls = 0
+                    self._standby_asleep = True
+                    if self._inline_since:  # the loop thread started one meanwhile
+                        self._standby_asleep = False
+                continue
+            polls = 0
+            if time.monotonic() - started < INLINE_TAKEOVER:
+                continue
+            with self._owner_lock:
+                if self._inline_since != started:
+                    continue  # that request just ended
+                self._owner = me
+            ready = self.server.loop.ready
+            while ready:  # started before the loop thread got stuck: to the pool
+                self.queue.put(ready.popleft())
+            if self.server.loop.run(inline=False):
+                return
+
+    def wait_for_loop(self) -> bool:
+        """The loop thread is free again: get the selector back from the
+        standby.  False if the server stopped meanwhile."""
+        self._loop_returned.clear()
+        self._loop_wanted = True
+        self.server.loop.wake()
+        while not self.loop_done.is_set():
+            if self._loop_returned.wait(0.1):
+                return True
+        return False
+
+    def give_loop_back(self) -> None:
+        with self._owner_lock:
+            self._owner = self.loop_thread
+            self._loop_wanted = False
+        self._loop_returned.set()
