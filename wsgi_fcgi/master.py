@@ -8,8 +8,20 @@ queue the signal; the set_wakeup_fd pipe wakes the loop, which does the work.
     INT, QUIT   quick stop
     HUP         reload: new workers (which import the app afresh) first, then
                 the old ones are stopped gracefully once the new ones are ready
-    TTIN, TTOU  one worker more / less
+    TTIN, TTOU  one worker more / less (with --pm dynamic/ondemand: the most)
     USR1        reopen the log files (master and workers)
+    USR2        upgrade: exec a new master on the same listening sockets; once
+                its workers are ready it sends this one TERM (see `upgrade`)
+
+The pool (--pm, php-fpm's meaning): `static` keeps --workers; `dynamic` keeps
+--min-spare-workers..--max-spare-workers idle workers (no request running),
+at most --workers, checking once a second, forking 1, 2, 4... up to 32 at a
+time while short of spares and stopping one idle worker per second above the
+maximum; `ondemand` watches the listening sockets (select, never accept) and
+forks when a connection waits and no worker is idle, and stops a worker idle
+for --worker-idle-timeout (the master decides and sends TERM: the policy and
+its clock stay in one process, and the worker's graceful stop finishes what
+it accepted).
 """
 
 from __future__ import annotations
@@ -19,13 +31,15 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
 from . import accesslog, proctitle, systemd
-from .errors import fail
+from .errors import ConfigError, fail
+from .handoff import Handoff
 from .listeners import remove_unix_socket
 from .settings import SettingError, reread
 from .scoreboard import READY, RETIRING, STARTING, Scoreboard
@@ -39,7 +53,17 @@ _SPARE_SLOTS = 64
 _KILL_GRACE = 5.0
 _MAX_BACKOFF = 60.0
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
-            signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
+#: how often dynamic and ondemand pools look at their spare and idle workers (php-fpm: 1 s)
+_POOL_TICK = 1.0
+#: php-fpm's FPM_MAX_SPAWN_RATE: the most workers a dynamic pool forks in one tick
+_MAX_SPAWN_RATE = 32
+#: after the listening sockets showed a waiting connection, look again this much later at the earliest
+_WATCH_PAUSE = 0.05
+#: USR2: the new master finds its listening sockets and the old master's pid in these
+FDS_ENV = "WSGI_FCGI_FDS"
+OLD_MASTER_ENV = "WSGI_FCGI_OLD_MASTER"
+HANDOFF_ENV = "WSGI_FCGI_HANDOFF"
 
 
 @dataclass
@@ -53,9 +77,12 @@ class WorkerProcess:
 
 
 class Master:
-    def __init__(self, settings, sockets: list) -> None:
+    def __init__(self, settings, sockets: list, start_dir: Optional[str] = None) -> None:
         self.settings = settings
         self.sockets = sockets
+        # idle kept connections of stopping workers go to live ones (handoff.py)
+        self.handoff = inherited_handoff() or Handoff()
+        self.start_dir = start_dir or os.getcwd()  # USR2 runs the command line again from there
         self.target = settings.workers
         self.scoreboard = Scoreboard(settings.workers * 2 + _SPARE_SLOTS)
         self.workers: dict[int, WorkerProcess] = {}
@@ -68,6 +95,18 @@ class Master:
         self.backoff = 0.0
         self.spawn_after = 0.0
         self.pid = os.getpid()
+        self.app = None  # --preload: imported here, before forking
+        self.pool_started = False  # the current generation got its --start-workers
+        self.next_pool_tick = 0.0
+        self.spawn_rate = 1
+        self.at_max = False  # wanting more workers than --workers now
+        self.max_reached = 0  # how often that began
+        self.connection_waiting = False
+        self.watch_after = 0.0
+        self.new_master: Optional[int] = None  # USR2: the new master, our child, while it starts
+        self.handed_over = False  # a new master serves our sockets: leave them and the pid file
+        self.old_master = _pop_int(os.environ, OLD_MASTER_ENV)  # we are the new master of a USR2
+        self.old_master_told = False
 
     # -- main loop -------------------------------------------------------------
 
@@ -84,6 +123,8 @@ class Master:
         except OSError as exc:
             self._cleanup()
             fail("cannot write --pid %s: %s" % (self.settings.pid, exc.strerror or exc))
+        if self.settings.preload:
+            self._preload()
         log.info("master %d: %d worker(s) x %d threads on %s", self.pid, self.target, self.settings.threads,
                  ", ".join(_addresses(self.sockets)))
         try:
@@ -99,6 +140,8 @@ class Master:
                     self._check_heartbeats(now)
                     self._finish_reload()
                     self._maintain(now)
+                    self._finish_upgrade()
+                self.scoreboard.set_pool(self.settings.pm, self.target, self.max_reached)
                 self._sleep()
         finally:
             self._cleanup()
@@ -109,12 +152,31 @@ class Master:
         self.signals.append(signum)
 
     def _sleep(self) -> None:
+        watched = self._listeners_to_watch()
         try:
-            select.select([self._wake_r], [], [], _LOOP_INTERVAL)
+            readable = select.select([self._wake_r] + watched, [], [], _LOOP_INTERVAL)[0]
+            if len(readable) > (self._wake_r in readable):
+                self.connection_waiting = True
+                self.watch_after = time.monotonic() + _WATCH_PAUSE  # no busy loop while it waits
             while os.read(self._wake_r, 4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    def _listeners_to_watch(self) -> list:
+        """--pm ondemand: the listening sockets, when a waiting connection
+        would start a worker (or count as "max workers reached"): none is
+        idle or starting."""
+        if self.settings.pm != "ondemand" or self.stopping or not self.ever_ready:
+            return []
+        if time.monotonic() < max(self.watch_after, self.spawn_after):
+            return []
+        live = list(self._live())
+        for worker in live:
+            slot = self.scoreboard.read(worker.index)
+            if slot.state == STARTING or (slot.state == READY and not slot.active):
+                return []
+        return self.sockets
 
     def _handle_signals(self) -> None:
         while self.signals:
@@ -122,6 +184,8 @@ class Master:
             if sig == signal.SIGCHLD:
                 continue  # reaped below
             if sig == signal.SIGTERM:
+                if self.new_master is not None:
+                    self.handed_over = True  # from the new master of a USR2, or the operator
                 self.stop(graceful=True)
             elif sig in (signal.SIGINT, signal.SIGQUIT):
                 self.stop(graceful=False)
@@ -136,6 +200,8 @@ class Master:
                 if self.target > 1:
                     self.target -= 1
                 log.info("master: SIGTTOU, now %d worker(s)", self.target)
+            elif sig == signal.SIGUSR2:
+                self.upgrade()
             elif sig == signal.SIGUSR1:
                 log.info("master: SIGUSR1, reopening log files")
                 accesslog.reopen_log_files()
@@ -167,7 +233,8 @@ class Master:
             os.close(self._wake_r)
             os.close(self._wake_w)
             self.signals.clear()
-            code = Worker(self.settings, self.sockets, self.scoreboard, index, self.generation, self.pid).run()
+            code = Worker(self.settings, self.sockets, self.scoreboard, index, self.generation, self.pid,
+                          app=self.app, handoff=self.handoff).run()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -189,6 +256,8 @@ class Master:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                if pid == self.new_master:
+                    self._upgrade_failed(status)
                 continue
             slot = self.scoreboard.fold(worker.index)  # its counters go to the pool's totals
             self._worker_exited(worker, slot.state, status)
@@ -243,12 +312,115 @@ class Master:
             self.ever_ready = True
             wanted = self.target
             systemd.ready(self._status_line())
+        if self.ever_ready:
+            wanted = self._pool_size(live, now)
         if len(live) < wanted and now >= self.spawn_after:
             for _ in range(wanted - len(live)):
                 if self.signals or self.spawn() is None:
                     break  # a TERM or INT in the middle of a big pool is answered first
         for worker in live[:max(0, len(live) - self.target)]:
             self._stop_worker(worker, signal.SIGTERM)
+
+    # -- pool modes (--pm) ----------------------------------------------------------
+
+    def _pool_size(self, live: list, now: float) -> int:
+        """How many live workers the pool wants now."""
+        pm = self.settings.pm
+        if pm == "static":
+            return self.target
+        if not self.pool_started:
+            self.pool_started = True
+            return boot_workers(self.settings, self.target)
+        if pm == "ondemand":
+            return self._ondemand(live, now)
+        return self._dynamic(live, now)
+
+    def _idle(self, live: list) -> tuple:
+        """([(idle worker, its slot)] longest idle first, number of workers starting)."""
+        idle, starting = [], 0
+        for worker in live:
+            slot = self.scoreboard.read(worker.index)
+            if slot.state == STARTING:
+                starting += 1
+            elif slot.state == READY and not slot.active:
+                idle.append((worker, slot))
+        idle.sort(key=lambda pair: pair[1].idle_since)
+        return idle, starting
+
+    def _dynamic(self, live: list, now: float) -> int:
+        """php-fpm's pm = dynamic, once a second."""
+        if now < self.next_pool_tick:
+            return len(live)
+        self.next_pool_tick = now + _POOL_TICK
+        settings = self.settings
+        idle, starting = self._idle(live)
+        if len(idle) > settings.max_spare_workers:
+            worker = idle[0][0]
+            log.info("master: %d idle workers, more than --max-spare-workers %d: stopping worker %d",
+                     len(idle), settings.max_spare_workers, worker.pid)
+            self._stop_worker(worker, signal.SIGTERM)
+            self.spawn_rate = 1
+            return len(live) - 1
+        spare = len(idle) + starting  # a worker starting is about to be idle
+        if spare >= settings.min_spare_workers:
+            self.spawn_rate = 1
+            self.at_max = False
+            return len(live)
+        if len(live) >= self.target:
+            self._reached_max()
+            self.spawn_rate = 1
+            return len(live)
+        count = min(self.spawn_rate, settings.min_spare_workers - spare, self.target - len(live))
+        if self.spawn_rate >= 8:
+            log.warning("master: the pool seems busy (consider raising --start-workers or "
+                        "--min/max-spare-workers): starting %d workers, %d idle, %d in all",
+                        count, len(idle), len(live))
+        self.spawn_rate = min(_MAX_SPAWN_RATE, self.spawn_rate * 2)
+        self.at_max = False
+        return len(live) + count
+
+    def _ondemand(self, live: list, now: float) -> int:
+        """php-fpm's pm = ondemand: a worker more when a connection waits (or
+        every worker's threads are busy: a worker accepts while its threads
+        are busy, so its queued requests show no waiting connection) and none
+        is idle; one idle worker past --worker-idle-timeout stopped a second."""
+        idle, starting = self._idle(live)
+        waiting, self.connection_waiting = self.connection_waiting, False
+        if idle:
+            self.at_max = False
+        elif not starting and (waiting or self._saturated(live)):
+            if len(live) < self.target:
+                self.at_max = False
+                log.debug("master: a connection waits and no worker is idle: starting one")
+                return len(live) + 1
+            self._reached_max()
+        if now >= self.next_pool_tick:
+            self.next_pool_tick = now + _POOL_TICK
+            if idle and now - idle[0][1].idle_since >= self.settings.worker_idle_timeout:
+                worker = idle[0][0]
+                log.info("master: worker %d idle for %.0f s (--worker-idle-timeout): stopping it",
+                         worker.pid, now - idle[0][1].idle_since)
+                self._stop_worker(worker, signal.SIGTERM)
+                return len(live) - 1
+        return len(live)
+
+    def _saturated(self, live: list) -> bool:
+        if not live:
+            return False
+        for worker in live:
+            slot = self.scoreboard.read(worker.index)
+            if slot.state != READY or slot.active < slot.threads:
+                return False
+        return True
+
+    def _reached_max(self) -> None:
+        """php-fpm's "max children reached": counted once each time the pool
+        wants more workers than --workers allows."""
+        if not self.at_max:
+            self.at_max = True
+            self.max_reached += 1
+            log.warning("master: the pool reached --workers %d and wants more; consider raising it",
+                        self.target)
 
     def _check_heartbeats(self, now: float) -> None:
         for worker in list(self.workers.values()):
@@ -292,15 +464,19 @@ class Master:
         systemd.reloading("reloading")
         self._reread_settings()
         self.generation += 1
+        self.pool_started = False
         log.info("master: SIGHUP, starting %d new worker(s); the old ones stop once these are ready",
-                 self.target)
+                 boot_workers(self.settings, self.target))
+        if self.app is not None:
+            log.info("master: --preload: the new workers run the app imported at start, no new code "
+                     "(send USR2 to load new code)")
 
     def _finish_reload(self) -> None:
         old = [w for w in self.workers.values() if w.generation < self.generation and not w.stop_sent]
         if not old:
             return
         ready = sum(1 for w in self._live() if self.scoreboard.read(w.index).state == READY)
-        if ready >= self.target:
+        if ready >= boot_workers(self.settings, self.target):
             for worker in old:
                 self._stop_worker(worker, signal.SIGTERM)
             systemd.ready(self._status_line())
@@ -319,6 +495,8 @@ class Master:
             return
         self.stopping = True
         log.info("master: %s stop", "graceful" if graceful else "quick")
+        if not self.handed_over:  # (after USR2 the new master's workers adopt them)
+            self.handoff.close_pool()  # kept connections are closed now: no worker will adopt them
         systemd.stopping("%s stop" % ("graceful" if graceful else "quick"))
         for worker in self.workers.values():
             self._stop_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -353,19 +531,163 @@ class Master:
         for worker in self.workers.values():
             self._kill(worker, signal.SIGKILL)
         for sock in self.sockets:
-            remove_unix_socket(sock)
+            if not self.handed_over:  # the socket file is the new master's now
+                remove_unix_socket(sock)
             sock.close()
         if self.settings.pid:
             try:
-                os.unlink(self.settings.pid)
+                os.unlink(self.settings.pid + ".oldbin" if self.handed_over else self.settings.pid)
             except OSError:
                 pass
+
+    # -- --preload and USR2 ----------------------------------------------------------
+
+    def _preload(self) -> None:
+        from .apploader import AppImportError, load_app
+        try:
+            self.app = load_app(self.settings.app)
+        except AppImportError as exc:
+            self._cleanup()
+            fail(str(exc), self.settings.log_level == "debug")
+        log.info("master: --preload: imported %s; workers share it", self.settings.app)
+
+    def upgrade(self) -> None:
+        """USR2 (gunicorn's re-exec, nginx's binary upgrade, done to the end by
+        itself): fork, and exec the same command line in the child with our
+        listening sockets inherited (never bound again).  The pid file moves
+        to PIDFILE.oldbin; the new master writes PIDFILE, starts its workers
+        and, once they are ready, sends us TERM: we drain and exit.  If the
+        new master dies before that, we take the pid file back and go on."""
+        if self.new_master is not None:
+            log.warning("master: SIGUSR2 ignored: the new master %d is still starting", self.new_master)
+            return
+        if self.old_master is not None and os.getppid() == self.old_master:
+            log.warning("master: SIGUSR2 ignored: the old master %d has not stopped yet", self.old_master)
+            return
+        if self.settings.argv is None:
+            log.error("master: SIGUSR2 ignored: not started from the command line, nothing to run again")
+            return
+        if self.settings.pid:
+            try:
+                os.replace(self.settings.pid, self.settings.pid + ".oldbin")
+            except OSError as exc:
+                log.error("master: SIGUSR2: cannot move --pid %s: %s", self.settings.pid, exc.strerror)
+                return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._exec_new_master()
+        self.new_master = pid
+        log.info("master %d: SIGUSR2, started the new master %d; this one stops once it is ready", self.pid, pid)
+
+    def _exec_new_master(self) -> None:
+        """In the forked child: never returns."""
+        try:
+            signal.set_wakeup_fd(-1)
+            fds = [sock.fileno() for sock in self.sockets]
+            handoff = [self.handoff.sender.fileno(), self.handoff.receiver.fileno()]
+            for fd in fds + handoff:
+                os.set_inheritable(fd, True)
+            environ = dict(os.environ)
+            environ[FDS_ENV] = ",".join(map(str, fds))
+            environ[HANDOFF_ENV] = "%d,%d" % tuple(handoff)  # our workers' idle connections go to the new ones
+            environ[OLD_MASTER_ENV] = str(self.pid)
+            os.chdir(self.start_dir)
+            os.execve(sys.executable, [sys.executable, "-m", "wsgi_fcgi", *self.settings.argv], environ)
+        except BaseException:
+            log.exception("master: SIGUSR2: cannot start the new master")
+        finally:
+            os._exit(127)
+
+    def _upgrade_failed(self, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        log.error("master: the new master %d exited (%s) before it was ready; this one goes on",
+                  self.new_master, "exit code %d" % code if code >= 0 else signal.Signals(-code).name)
+        self.new_master = None
+        if self.settings.pid and not self.handed_over:
+            try:
+                os.replace(self.settings.pid + ".oldbin", self.settings.pid)
+            except OSError:
+                self._write_pid()
+
+    def _finish_upgrade(self) -> None:
+        """The new master of a USR2: once our workers are ready, TERM to the old one."""
+        if self.old_master is None or self.old_master_told or not self.ever_ready:
+            return
+        ready = sum(1 for w in self._live() if self.scoreboard.read(w.index).state == READY)
+        if ready < boot_workers(self.settings, self.target):
+            return
+        self.old_master_told = True
+        if os.getppid() == self.old_master:  # still there (else it is gone, its pid maybe reused)
+            log.info("master %d: ready; asking the old master %d to drain and stop", self.pid, self.old_master)
+            os.kill(self.old_master, signal.SIGTERM)
 
     def _write_pid(self) -> None:
         if self.settings.pid:
             with open(self.settings.pid + ".tmp", "w") as f:
                 f.write("%d\n" % self.pid)
             os.replace(self.settings.pid + ".tmp", self.settings.pid)
+
+
+def boot_workers(settings, most: int) -> int:
+    """Workers a pool starts with (at boot, after HUP, for USR2's new master)."""
+    if settings.pm == "ondemand":
+        return 1  # the app is loaded once at boot, so a broken one fails at once; it idles out
+    if settings.pm == "dynamic":
+        start = settings.start_workers
+        if start is None:
+            start = settings.min_spare_workers + (settings.max_spare_workers - settings.min_spare_workers) // 2
+        return max(1, min(most, start))
+    return most
+
+
+def check_pool(settings) -> None:
+    """The --pm settings together; ConfigError (one line) if they do not fit."""
+    if settings.pm == "dynamic":
+        low, high, most = settings.min_spare_workers, settings.max_spare_workers, settings.workers
+        if not 1 <= low <= high <= most:
+            raise ConfigError("--pm dynamic needs 1 <= --min-spare-workers (%d) <= --max-spare-workers (%d) "
+                              "<= --workers (%d)" % (low, high, most))
+        start = settings.start_workers
+        if start is not None and not low <= start <= most:
+            raise ConfigError("--pm dynamic needs --min-spare-workers (%d) <= --start-workers (%d) "
+                              "<= --workers (%d)" % (low, start, most))
+    if settings.pm == "ondemand" and settings.worker_idle_timeout <= 0:
+        raise ConfigError("--pm ondemand needs --worker-idle-timeout above 0")
+
+
+def inherited_sockets() -> Optional[list]:
+    """The listening sockets a USR2 upgrade passed to this new master, or None."""
+    fds = os.environ.pop(FDS_ENV, None)
+    if fds is None:
+        return None
+    from .listeners import Address, create_listener
+    try:
+        return [create_listener(Address("fd", fd=int(fd))) for fd in fds.split(",")]
+    except ValueError:
+        raise ConfigError("%s=%r: not a list of file descriptors" % (FDS_ENV, fds)) from None
+
+
+def inherited_handoff() -> Optional[Handoff]:
+    """USR2: the old master's Handoff pair, so that the idle kept connections
+    of its stopping workers reach ours; None when not upgrading."""
+    fds = os.environ.pop(HANDOFF_ENV, None)
+    if fds is None:
+        return None
+    handoff = Handoff()
+    handoff.close()  # its own pair: the old master's replaces it
+    handoff.sender, handoff.receiver = (socket.socket(fileno=int(fd)) for fd in fds.split(","))
+    handoff.sender.setblocking(False)
+    handoff.receiver.setblocking(False)
+    return handoff
+
+
+def _pop_int(environ, name: str) -> Optional[int]:
+    try:
+        return int(environ.pop(name))
+    except (KeyError, ValueError):
+        return None
 
 
 def _addresses(sockets: list) -> list:

@@ -26,10 +26,24 @@ log = logging.getLogger("wsgi_fcgi")
 BOOT_FAILED = 3
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_memory() -> int:
+    """This process's resident set size in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 class Worker:
     def __init__(self, settings, sockets: list, scoreboard: Scoreboard, index: int, generation: int,
-                 master_pid: Optional[int]) -> None:
+                 master_pid: Optional[int], app=None, handoff=None) -> None:
         self.settings = settings
+        self.handoff = handoff  # a Handoff shared by the pool's workers, or None
+        self.app = app  # --preload: the master's, already imported
         self.sockets = sockets
         self.scoreboard = scoreboard
         self.index = index
@@ -74,7 +88,7 @@ class Worker:
         try:
             try:
                 self._enter()
-                app = load_app(self.settings.app)
+                app = self.app if self.app is not None else load_app(self.settings.app)
                 self.server = server = self._build_server(app, self.settings.server_options())
             except (AppImportError, ConfigError) as exc:
                 fail(str(exc), debug)
@@ -87,6 +101,7 @@ class Worker:
         signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGUSR1, self._on_usr1)
         self.slot.state = READY
+        self.slot.idle_since = time.monotonic()
         self.publish()
         server.serve_forever()
         return 0
@@ -103,11 +118,13 @@ class Worker:
         from .status import StatusPages
 
         settings = self.settings
+        if settings.pm != "static":
+            app = self._reporting_busy(app)
         if settings.status_path or settings.ping_path:
             app = StatusPages(app, status_path=settings.status_path, ping_path=settings.ping_path,
                               pool=settings.pool_name or settings.app, scoreboard=self.scoreboard,
                               sockets=self.sockets, refresh=self.refresh, show_query=settings.status_show_query)
-        server = Server(app, sockets=self.sockets, **options)
+        server = Server(app, sockets=self.sockets, handoff=self.handoff, **options)
         server.on_tick.append(self.tick)
         server.on_request_end.append(self.request_ended)
         if settings.access_log:
@@ -119,6 +136,21 @@ class Worker:
         return server
 
     # -- reporting ---------------------------------------------------------
+
+    def _reporting_busy(self, app):
+        """--pm dynamic/ondemand: an idle worker that starts a request says so
+        at once (the slot is otherwise refreshed at request ends and ticks),
+        so the master does not count it as a spare or stop it as idle."""
+        slot = self.slot
+
+        def app_reporting_busy(environ, start_response):
+            if not slot.active:
+                with self._publish_lock:
+                    slot.active = max(1, slot.active)
+                    slot.idle_since = 0.0
+                    self.publish()
+            return app(environ, start_response)
+        return app_reporting_busy
 
     def refresh(self, ending=None) -> None:
         """Publish the threads' current requests (but `ending`) and the counters.
@@ -143,6 +175,10 @@ class Worker:
                         oldest = request
         slot.max_active = max(slot.max_active, busy)
         slot.active = active
+        if active:
+            slot.idle_since = 0.0
+        elif ending is not None or not slot.idle_since:
+            slot.idle_since = time.monotonic()  # idle from now (--pm dynamic/ondemand count on it)
         slot.requests = self.server.requests_ended
         if oldest is None:
             slot.request_since, slot.method, slot.uri = 0.0, b"", b""
@@ -178,7 +214,18 @@ class Worker:
             self.reopen_logs = False
             accesslog.reopen_log_files()
         self.slot.heartbeat = time.monotonic()  # from the loop thread: a stuck loop stops it
+        self.check_memory()
         self.refresh()
+
+    def check_memory(self) -> None:
+        """Publish the resident memory; past --max-worker-memory, retire.
+        From the tick, and with a limit after every request too (as uWSGI's
+        reload-on-rss: a leak of a second's requests may be far past it);
+        reading /proc/self/statm costs a few microseconds."""
+        self.slot.rss = rss = resident_memory()
+        limit = self.settings.max_worker_memory
+        if limit and rss > limit and not self.retiring:
+            self.retire("uses %d MiB, above --max-worker-memory %d MiB" % (rss >> 20, limit >> 20))
 
     def request_ended(self, request) -> None:
         # Sampled at every request end, while the ending thread still counts as
@@ -194,6 +241,8 @@ class Worker:
         slot = self.slot
         if self.max_requests and slot.requests >= self.max_requests:
             self.retire("served %d requests (--max-requests)" % slot.requests)
+        if self.settings.max_worker_memory:
+            self.check_memory()
 
     def _count_slow(self) -> None:
         self.slot.slow_requests += 1
