@@ -1,0 +1,217 @@
+"""The connection's write side (output.Output) and read side (channel.Channel)
+over a real socketpair, driven by hand: no loop thread, no pool."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from wsgi_fcgi import client
+from wsgi_fcgi import protocol as p
+from wsgi_fcgi.channel import CLOSED, CLOSING, DRAINING, OPEN
+from wsgi_fcgi.output import Output
+from wsgi_fcgi.server import Server
+
+
+def tiny_pair():
+    """A socketpair whose sending side takes little before it is full."""
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)
+    return ours, peer
+
+
+def read_all(sock, size, timeout=5.0):
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# -- output.Output --------------------------------------------------------------------
+
+def test_a_small_write_goes_straight_to_the_kernel():
+    ours, peer = tiny_pair()
+    backlog = []
+    out = Output(ours, 1 << 20, lambda: backlog.append(1))
+    with out.lock:
+        assert out.write_locked([b"abc", b"def"])
+    assert out.pending == 0 and not backlog
+    assert read_all(peer, 6) == b"abcdef"
+
+
+def test_what_the_kernel_does_not_take_is_queued_and_flushed_in_order():
+    ours, peer = tiny_pair()
+    backlog = []
+    out = Output(ours, 1 << 20, lambda: backlog.append(1))
+    data = bytes(range(256)) * 4096  # 1 MiB, far more than the socket buffers
+    with out.lock:
+        assert out.write_locked(data)
+        assert out.write_locked(b"tail")  # behind the queue, never before it
+    assert out.pending > 0 and backlog == [1]  # the loop is asked once to watch for writability
+    assert out.stalled_for(time.monotonic() + 1) >= 1
+    received = bytearray()
+    peer.settimeout(5)
+    while len(received) < len(data) + 4:
+        received += peer.recv(1 << 16)
+        out.flush()
+    assert bytes(received) == data + b"tail"
+    assert out.pending == 0 and out.stalled_for(time.monotonic()) == 0
+
+
+def test_a_writer_past_the_limit_waits_until_the_loop_drains_half():
+    ours, peer = tiny_pair()
+    out = Output(ours, 64 * 1024, lambda: None)
+    with out.lock:
+        out.write_locked(b"x" * (256 * 1024))
+    released = threading.Event()
+
+    def writer():
+        with out.lock:
+            assert out.wait_locked()
+        released.set()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert not released.wait(0.3)  # the peer reads nothing: the writer waits (not in a syscall)
+    with out.lock:  # ... and the lock is free for the loop meanwhile
+        pass
+    peer.setblocking(False)
+    deadline = time.monotonic() + 10
+    while not released.wait(0.005) and time.monotonic() < deadline:
+        try:
+            peer.recv(1 << 16)
+        except BlockingIOError:
+            pass
+        out.flush()
+    thread.join(5)
+    assert released.is_set()
+    assert out.pending <= 32 * 1024
+
+
+def test_failing_the_output_releases_every_waiting_writer_at_once():
+    ours, peer = tiny_pair()
+    out = Output(ours, 1024, lambda: None)
+    with out.lock:
+        out.write_locked(b"x" * (256 * 1024))
+    results = []
+
+    def writer():
+        with out.lock:
+            results.append(out.wait_locked())
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with out.lock:
+        out.fail_locked("write timeout")
+    for thread in threads:
+        thread.join(5)
+    assert results == [False] * 3 and time.monotonic() - started < 1
+    with out.lock:
+        assert not out.write_locked(b"more")
+
+
+def test_the_fin_follows_the_queued_output():
+    ours, peer = tiny_pair()
+    out = Output(ours, 1 << 20, lambda: None)
+    data = b"y" * (512 * 1024)
+    with out.lock:
+        out.write_locked(data)
+        out.shutdown_locked()
+    assert not out.fin_sent and out.fin_after_flush
+    received = bytearray()
+    peer.settimeout(5)
+    while True:
+        out.flush()
+        chunk = peer.recv(1 << 16)
+        if not chunk:
+            break
+        received += chunk
+    assert len(received) == len(data) and out.fin_sent
+
+
+# -- channel.Channel: read side and write side by hand ------------------------------------
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello " + environ["PATH_INFO"].encode()]
+
+
+@pytest.fixture
+def engine():
+    server = Server(hello, sockets=[], threads=4, inline_requests=False)
+    yield server
+    server.loop.close()
+
+
+def new_channel(server):
+    ours, peer = socket.socketpair()
+    return server.loop.add_channel(ours, None), peer
+
+
+def run_ready(server):
+    while server.loop.ready:
+        server.handle_request(server.loop.ready.popleft())
+
+
+def responses(peer, *ids):
+    parser = p.RecordParser()
+    records = []
+    peer.settimeout(5)
+    while not all(any(r.type == p.END_REQUEST and r.request_id == i for r in records) for i in ids):
+        records += parser.feed(peer.recv(65536))
+    return records
+
+
+def test_a_request_read_run_and_answered(engine):
+    channel, peer = new_channel(engine)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/x"), keep_conn=True))
+    channel.on_readable()
+    assert [r.request_id for r in engine.loop.ready] == [1]
+    run_ready(engine)
+    records = responses(peer, 1)
+    assert b"hello /x" in b"".join(r.content for r in records if r.type == p.STDOUT)
+    channel.reap_finished()
+    assert channel.state is OPEN and channel.idle() and not channel.conn.is_live(1)
+
+
+def test_keep_conn_clear_ends_with_the_fin_in_the_same_write(engine):
+    channel, peer = new_channel(engine)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/bye")))
+    channel.on_readable()
+    assert channel.state is CLOSING
+    run_ready(engine)
+    responses(peer, 1)
+    assert peer.recv(1) == b""  # the FIN came right behind END_REQUEST
+    assert channel.state is DRAINING
+    peer.close()
+    channel.on_readable()  # the peer's EOF: closed, no reset
+    assert channel.state is CLOSED
+
+
+def test_a_half_closed_peer_still_gets_its_response(engine):
+    channel, peer = new_channel(engine)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/half"), keep_conn=True))
+    peer.shutdown(socket.SHUT_WR)
+    channel.on_readable()
+    channel.on_readable()  # reads the EOF
+    assert channel.peer_closed and channel.state is CLOSING
+    run_ready(engine)
+    records = responses(peer, 1)
+    assert b"hello /half" in b"".join(r.content for r in records if r.type == p.STDOUT)
+
+
+def test_management_records_do_not_keep_a_connection_alive(engine):
+    channel, peer = new_channel(engine)
+    idle_since = channel.idle_since
+    time.sleep(0.05)
+    peer.sendall(p.encode_get_values([p.MAX_REQS]) + p.encode_record(p.STDIN, 7))
+    channel.on_readable()
+    assert channel.idle_since == idle_since  # only requests count for --keep-alive
