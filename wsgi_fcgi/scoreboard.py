@@ -116,6 +116,7 @@ class Counters:
                       duration: float) -> None:
         """One finished request: its status ("200 OK", None), sizes and duration."""
         values = self.values
+        values[0] += 1
         if status and status[:3].isdigit():
             code = int(status[:3])
         else:

@@ -64,10 +64,9 @@ class Worker:
 
     def publish(self) -> None:
         self.scoreboard.write(self.index, self.slot)
-        counters = self.counters
-        counters["slow_requests"] = self.slot.slow_requests
-        counters["timed_out"] = self.slot.timed_out
-        self.scoreboard.write_counters(self.index, counters)
+        values = self.counters.values  # requests, slow_requests, timed_out, ... (COUNTER_NAMES)
+        values[1], values[2] = self.slot.slow_requests, self.slot.timed_out
+        self.scoreboard.write_counters(self.index, self.counters)
 
     def run(self) -> int:
         proctitle.worker_title(self.index + 1, self.settings.pool_name or self.settings.app)
@@ -235,7 +234,6 @@ class Worker:
             bytes_in = request.body.received
         duration = time.monotonic() - request.started
         with self._publish_lock:
-            self.counters["requests"] += 1
             self.counters.count_request(request.status, request.aborted, bytes_in, request.bytes_out, duration)
             self._refresh(request)
         slot = self.slot
