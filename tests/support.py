@@ -59,12 +59,13 @@ class Process:
     """A child process in its own session, its output in a log file."""
 
     def __init__(self, cmd: Sequence[str], log_path: Path, *, cwd: Optional[Path] = None,
-                 env: Optional[dict] = None, stdin=subprocess.DEVNULL, pass_fds=()) -> None:
+                 env: Optional[dict] = None, stdin=subprocess.DEVNULL, pass_fds=(), preexec_fn=None) -> None:
         self.cmd = [str(c) for c in cmd]
         self.log_path = Path(log_path)
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdin=stdin, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds)
+                                     stderr=subprocess.STDOUT, start_new_session=True, pass_fds=pass_fds,
+                                     preexec_fn=preexec_fn)
         self.pid = self.proc.pid
 
     def log(self) -> str:
@@ -385,3 +386,104 @@ def environ_of(url: str, **kw) -> dict:
     response = requests.get(url, timeout=10, **kw)
     assert response.status_code == 200, response.text
     return response.json()["environ"]
+
+
+def children_of(pid: int) -> set:
+    """Pids of the live child processes of `pid` (from /proc; zombies left out)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+class PostLoop:
+    """Keep-alive POSTs to `url` from one requests.Session in a thread
+    (bounded by `max_seconds`), counting outcomes; `bodies` are the answers."""
+
+    def __init__(self, url: str, max_seconds: float = 40.0, payload: bytes = b"p" * 2000) -> None:
+        import threading
+        self.url = url
+        self.payload = payload
+        self.ok = 0
+        self.failures: list = []
+        self.bodies: list = []
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import requests
+        with requests.Session() as session:
+            while not self._stop.is_set() and time.monotonic() < self._deadline:
+                try:
+                    r = session.post(self.url, data=self.payload, timeout=20)
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if 200 <= r.status_code < 300:
+                    self.ok += 1
+                    self.bodies.append(r.text)
+                else:
+                    self.failures.append("%d %s" % (r.status_code, r.text[:200]))
+
+    def stop(self) -> "PostLoop":
+        self._stop.set()
+        self._thread.join(30)
+        return self
+
+
+def wait_children(pid: int, count: int, timeout: float = 20.0) -> set:
+    """Wait until the process `pid` (a master) has exactly `count` children; their pids."""
+    wait_for(lambda: len(children_of(pid)) == count, timeout, interval=0.1,
+             what="%d workers under %d" % (count, pid))
+    return children_of(pid)
+
+
+class FastCGILoad:
+    """`count` FastCGI clients in threads, started `ramp` s apart, each sending
+    GET `path` over and over on a new connection each time (as nginx does
+    without fastcgi_keep_conn), until `stop()`; `failures` lists what failed."""
+
+    def __init__(self, address: str, count: int, path: str = "/sleep?s=0.5", ramp: float = 0.2,
+                 max_seconds: float = 40.0) -> None:
+        import threading
+        self.address = address
+        self.path = path
+        self.failures: list = []
+        self.ok = 0
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._threads = []
+        for _ in range(count):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            time.sleep(ramp)
+
+    def _run(self) -> None:
+        from wsgi_fcgi import client
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                response = client.request(self.address, "GET", self.path, timeout=20)
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if response.status == 200:
+                self.ok += 1
+            else:
+                self.failures.append(response.status)
+
+    def stop(self) -> "FastCGILoad":
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return self

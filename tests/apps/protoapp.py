@@ -2,6 +2,8 @@
 
 app (RESPONDER, AUTHORIZER and FILTER in one):
   /slow-stream?n=N&id=X  N chunks, 50 ms apart; close() prints "closed X" to stderr
+  /heartbeat?id=X         the head, then an empty chunk every 20 ms for at most 30 s; close() prints
+                         "closed X" to stderr
   /no-read               answers at once without reading its body
   /read-body             reads CONTENT_LENGTH bytes of body, answers how many it got
   /sleep?s=S             sleeps S seconds without reading its body
@@ -39,8 +41,19 @@ class SlowStream:
         print("closed %s" % self.ident, file=sys.stderr, flush=True)
 
 
+class Heartbeat(SlowStream):
+    def __iter__(self):
+        yield b"start\n"
+        for _ in range(1500):
+            time.sleep(0.02)
+            yield b""
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
+    if path == "/heartbeat":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Heartbeat(0, _query(environ, "id", "-"))
     if path == "/slow-stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return SlowStream(int(_query(environ, "n", "100")), _query(environ, "id", "-"))

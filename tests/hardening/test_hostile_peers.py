@@ -1,0 +1,261 @@
+"""Peers that do not read, trickle, half-close, squat or send absurd params:
+each costs only its own connection, and the worker goes on serving others
+without delay.  One test per defect the engine redesign fixed; each runs a
+real `python -m wsgi_fcgi` over raw sockets and is bounded in time."""
+
+import json
+import os
+import resource
+import socket
+import time
+
+import pytest
+
+from support import FcgiConnection, wait_for
+from wsgi_fcgi import client
+from wsgi_fcgi import protocol as p
+
+
+def timed_request(address, path="/quick", timeout=10.0):
+    started = time.monotonic()
+    response = client.request(address, "GET", path, timeout=timeout)
+    return response, time.monotonic() - started
+
+
+def raw_connection(address):
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+def test_a_non_reading_half_closed_peer_freezes_nothing(start_wsgi_fcgi):
+    # It asks for 25 MiB, reads nothing, half-closes.  Before: the loop
+    # blocked on the connection lock held by a thread stuck in sendall(),
+    # heartbeats stopped and the master killed the worker (--timeout).
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4", "--timeout", "3", "--write-timeout", "30")
+    with raw_connection(server.address) as stuck:
+        stuck.sendall(client.encode_request(1, client.cgi_params("GET", "/stream?n=400&size=65536"),
+                                            keep_conn=True))
+        stuck.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 6  # twice --timeout
+        while time.monotonic() < deadline:
+            response, elapsed = timed_request(server.address)
+            assert response.status == 200 and elapsed < 1.0, elapsed
+            time.sleep(0.2)
+    assert "killing it" not in server.log() and "no heartbeat" not in server.log()
+
+
+@pytest.mark.parametrize("reader", ["never", "slow"])
+def test_a_pipelining_peer_that_does_not_read_costs_only_its_connection(start_wsgi_fcgi, reader):
+    # 30 pipelined requests for 1.6 MiB each on one connection that reads
+    # nothing (or 16 KiB/s).  Before: every pool thread waited on that
+    # connection's lock, an unrelated request waited 15 s (30 s slow).
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4", "--write-timeout", "5")
+    with raw_connection(server.address) as stuck:
+        stuck.sendall(b"".join(client.encode_request(i, client.cgi_params("GET", "/stream?n=25&size=65536"),
+                                                     keep_conn=True) for i in range(1, 31)))
+        time.sleep(0.5)
+        worst = 0.0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            if reader == "slow":
+                stuck.setblocking(False)
+                try:
+                    stuck.recv(3200)  # 16 KiB/s
+                except BlockingIOError:
+                    pass
+            response, elapsed = timed_request(server.address)
+            assert response.status == 200
+            worst = max(worst, elapsed)
+            time.sleep(0.2)
+        assert worst < 1.0, "an unrelated request waited %.1f s" % worst
+        if reader == "never":
+            wait_for(lambda: "--write-timeout" in server.log(), 10, what="the write timeout")
+            assert timed_request(server.address)[1] < 1.0
+
+
+def test_a_body_that_never_comes_gets_408_and_holds_no_thread(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--threads", "2", "--body-timeout", "2")
+    conns = []
+    try:
+        for i in range(4):  # more waiting bodies than threads
+            conn = FcgiConnection(server.address)
+            params = client.cgi_params("POST", "/upload", body_length=1000)
+            conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
+                      + p.encode_record(p.STDIN, 1, b"x" * 10))
+            conns.append(conn)
+        time.sleep(0.3)
+        response, elapsed = timed_request(server.address)  # complete requests still find a thread
+        assert response.status == 200 and elapsed < 1.0
+        started = time.monotonic()
+        for conn in conns:
+            assert conn.wait_ended(1)[1].status == 408
+        assert time.monotonic() - started < 5
+    finally:
+        for conn in conns:
+            conn.close()
+    assert "--body-timeout" in server.log()
+
+
+def test_a_streaming_upload_is_still_read_as_it_comes(start_wsgi_fcgi):
+    # Requests with a body on its way run in threads (apps may read as it
+    # comes: chunked uploads with fastcgi_request_buffering off).
+    server = start_wsgi_fcgi("envapp:app", "--threads", "2", "--body-timeout", "5")
+    with FcgiConnection(server.address) as conn:
+        params = client.cgi_params("POST", "/up", body_length=None)
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params))
+        for _ in range(5):
+            conn.send(p.encode_record(p.STDIN, 1, b"y" * 1000))
+            time.sleep(0.3)  # slower than nothing at all, faster than --body-timeout
+        conn.send(p.encode_record(p.STDIN, 1))
+        response = conn.wait_ended(1)[1]
+        assert response.status == 200 and json.loads(response.body)["body_length"] == 5000
+
+
+def test_management_records_do_not_keep_a_squatter_alive(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--keep-alive", "1.5")
+    with raw_connection(server.address) as squatter:
+        squatter.settimeout(0.5)
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8 and not closed:
+            try:
+                squatter.sendall(p.encode_get_values([p.MAX_REQS]) + p.encode_record(p.STDIN, 9))
+                while True:
+                    data = squatter.recv(4096)
+                    if not data:
+                        closed = True
+                        break
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+        assert closed and time.monotonic() - started < 5
+
+
+def test_huge_refused_params_do_not_stall_the_worker(start_wsgi_fcgi):
+    # ~1 MB of params with one name repeated 100k times, refused with 413
+    # before the app: before, the environ was built in the loop thread with
+    # a quadratic join (8.3 s of CPU each).
+    server = start_wsgi_fcgi("envapp:app", "--max-body-size", "10", "--timeout", "5", "--max-params-size", "2M")
+    params = client.cgi_params("POST", "/big", body_length=100) + [(b"HTTP_X_A", b"v")] * 100_000
+    for _ in range(3):
+        with FcgiConnection(server.address) as conn:
+            started = time.monotonic()
+            conn.send(p.encode_begin_request(1, p.RESPONDER, 0) + p.encode_params(1, params))
+            assert conn.wait_ended(1)[1].status == 413
+            assert time.monotonic() - started < 2
+    response, elapsed = timed_request(server.address)
+    assert response.status == 200 and elapsed < 1
+
+
+def test_a_content_length_of_5000_digits_is_refused_cleanly(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--max-body-size", "1M")
+    params = [(name, value) for name, value in client.cgi_params("POST", "/x") if name != b"CONTENT_LENGTH"]
+    params.append((b"CONTENT_LENGTH", b"9" * 5000))
+    with FcgiConnection(server.address) as conn:
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
+                  + p.encode_record(p.STDIN, 1))
+        assert conn.wait_ended(1)[1].status == 413
+    assert timed_request(server.address)[0].status == 200
+
+
+def test_a_parked_request_with_140k_params_does_not_slow_the_others(start_wsgi_fcgi):
+    # Before, the scoreboard refresh walked the oldest running request's
+    # params at every request end: 40x slower.
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4")
+    params = client.cgi_params("POST", "/parked", body_length=10) + [(b"X%d" % i, b"") for i in range(140_000)]
+    with FcgiConnection(server.address) as parked:
+        parked.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
+                    + p.encode_record(p.STDIN, 1, b"12345"))  # half its body: it waits in the app
+        time.sleep(0.5)
+        started = time.monotonic()
+        for _ in range(300):
+            assert client.request(server.address, "GET", "/q").status == 200
+        assert time.monotonic() - started < 10
+
+
+def test_disk_full_while_spooling_a_body_is_a_500_and_the_worker_goes_on(start_wsgi_fcgi):
+    # RLIMIT_FSIZE makes the spool file's writes fail with EFBIG past 64 KiB,
+    # as ENOSPC would on a full disk.
+    def limit_file_size():  # CPython ignores SIGXFSZ: writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    server = start_wsgi_fcgi("envapp:app", "--spool-size", "16K", "--no-master", preexec_fn=limit_file_size)
+    with FcgiConnection(server.address) as conn:
+        body = b"z" * (300 * 1024)
+        conn.send(client.encode_request(1, client.cgi_params("POST", "/upload", body_length=len(body)), body,
+                                        keep_conn=True))
+        assert conn.wait_ended(1)[1].status == 500
+    assert "cannot store the request body" in server.log()
+    assert timed_request(server.address)[0].status == 200
+
+
+def test_an_app_failing_after_its_head_is_cut_not_completed(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app")
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/raise-after")
+        while conn.receive():
+            pass
+        assert not conn.ended(1)  # no END_REQUEST: the web server sees the response cut
+    assert timed_request(server.address)[0].status == 200
+
+
+def test_a_client_half_closing_after_stdin_still_gets_its_response(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app")
+    with raw_connection(server.address) as sock:
+        sock.sendall(client.encode_request(1, client.cgi_params("GET", "/sleep?s=0.5"), keep_conn=False))
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    records = p.RecordParser().feed(data)
+    assert any(r.type == p.END_REQUEST for r in records)
+    assert b"slept" in b"".join(r.content for r in records if r.type == p.STDOUT)
+
+
+def test_empty_chunks_are_checked_for_aborts(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("protoapp:app")
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, "/heartbeat?id=hb1")
+        wait_for(lambda: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
+                 what="the head")
+        conn.send(p.encode_record(p.ABORT_REQUEST, 1))
+        conn.wait_ended(1)
+    wait_for(lambda: "closed hb1" in server.log(), 3, what="the generator's close() after the abort")
+
+
+def test_a_refused_431_gets_its_access_log_line(start_wsgi_fcgi, tmp_path):
+    log_file = tmp_path / "access.log"
+    server = start_wsgi_fcgi("envapp:app", "--max-params-size", "1K", "--access-log", str(log_file))
+    with FcgiConnection(server.address) as conn:
+        params = client.cgi_params("GET", "/huge") + [(b"HTTP_X", b"v" * 4000)]
+        conn.send(p.encode_begin_request(1, p.RESPONDER, 0) + p.encode_params(1, params))
+        assert conn.wait_ended(1)[1].status == 431
+    wait_for(lambda: log_file.exists() and " 431 " in log_file.read_text(), 5, what="the 431 access log line")
+
+
+def _context_switches(pid):
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_an_idle_pool_sleeps(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--workers", "2", "--threads", "8")
+    for _ in range(20):  # some traffic first: the standby is awake after it
+        client.request(server.address, "GET", "/warm")
+    time.sleep(2)
+    master = server.proc.pid
+    pids = [master] + [int(pid) for pid in open("/proc/%d/task/%d/children" % (master, master)).read().split()]
+    before = sum(_context_switches(pid) for pid in pids)
+    time.sleep(5)
+    rate = (sum(_context_switches(pid) for pid in pids) - before) / 5
+    assert rate < 25, "%.1f wake-ups a second at rest (master + 2 workers x 8 threads)" % rate
