@@ -29,6 +29,7 @@ def load(settings: Settings):
 
 
 def main(argv: Optional[list] = None) -> None:
+    start_dir = os.getcwd()
     try:
         invocation = load_settings(argv, version=__version__)
     except SettingError as exc:
@@ -62,7 +63,9 @@ def main(argv: Optional[list] = None) -> None:
             fail(str(exc), debug)
         except OSError as exc:
             fail("cannot open --access-log %s: %s" % (settings.access_log, exc.strerror), debug)
+    from .master import check_pool, inherited_sockets
     try:
+        check_pool(settings)
         privileges.check(settings)
     except ConfigError as exc:
         fail(str(exc), debug)
@@ -72,7 +75,9 @@ def main(argv: Optional[list] = None) -> None:
         sys.stdout.write("wsgi-fcgi: configuration ok, app %s loads\n" % settings.app)
         sys.exit(0)
     try:
-        sockets = bind_listeners(settings.bind or None, settings.backlog, settings.socket_mode)
+        # a USR2 upgrade passes the old master's sockets: never bound again
+        sockets = inherited_sockets() or bind_listeners(settings.bind or None, settings.backlog,
+                                                        settings.socket_mode)
         privileges.chown_sockets(sockets, settings)
         privileges.chown_log_files(settings)
     except ConfigError as exc:
@@ -80,7 +85,7 @@ def main(argv: Optional[list] = None) -> None:
     if settings.no_master:
         sys.exit(run_single(settings, sockets))
     from .master import Master
-    sys.exit(Master(settings, sockets).run())
+    sys.exit(Master(settings, sockets, start_dir=start_dir).run())
 
 
 def run_single(settings: Settings, sockets: list) -> int:

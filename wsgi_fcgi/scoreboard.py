@@ -31,8 +31,11 @@ from typing import Iterator, Optional
 FREE, STARTING, READY, RETIRING, STOPPING = range(5)
 STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready", RETIRING: "retiring", STOPPING: "stopping"}
 
-_HEADER = struct.Struct("=d")  # the master's start time (wall clock)
-_SLOT = struct.Struct("=iiBxxxddQQQIIId16s240s")
+#: the master's start time (wall clock), then the pool as the master runs it:
+#: its --pm mode, the most workers it may run, how often it wanted more than that
+_HEADER = struct.Struct("=dIIQ")
+PM_MODES = ("static", "dynamic", "ondemand")
+_SLOT = struct.Struct("=iiBxxxddQQQIIIddQ16s240s")
 METHOD_SIZE = 16
 URI_SIZE = 240
 
@@ -55,6 +58,8 @@ class Slot:
     threads: int = 0
     max_active: int = 0
     request_since: float = 0.0  # when the oldest running request started; 0 when idle
+    idle_since: float = 0.0  # when its last request ended (or it became ready); 0 while one runs
+    rss: int = 0  # resident memory in bytes, as of the last tick
     method: bytes = b""
     uri: bytes = b""
 
@@ -150,11 +155,20 @@ class Scoreboard:
         self._counters_at = _aligned(self._totals_at + _SEQUENCE.size + _COUNTERS.size)
         size = self._counters_at + slots * _COUNTERS.size
         self.memory = mmap.mmap(-1, size)  # MAP_SHARED|MAP_ANONYMOUS
-        _HEADER.pack_into(self.memory, 0, time.time())
+        _HEADER.pack_into(self.memory, 0, time.time(), 0, 0, 0)
 
     @property
     def started(self) -> float:
         return _HEADER.unpack_from(self.memory, 0)[0]
+
+    def set_pool(self, mode: str, max_workers: int, max_reached: int) -> None:
+        """The master: its pool mode, its --workers now, its "max workers reached" count."""
+        _HEADER.pack_into(self.memory, 0, self.started, PM_MODES.index(mode), max_workers, max_reached)
+
+    def pool(self) -> tuple:
+        """(mode, max workers, times the pool reached its max), as the master set them."""
+        _, mode, max_workers, max_reached = _HEADER.unpack_from(self.memory, 0)
+        return PM_MODES[mode], max_workers, max_reached
 
     def _offset(self, index: int) -> int:
         return _HEADER.size + index * _SLOT.size

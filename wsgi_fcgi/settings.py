@@ -208,7 +208,8 @@ SETTINGS: tuple = (
     S("script_name", ("--script-name",), string, "", "where the app is mounted, e.g. /app (default: the root)",
       APP, "PREFIX", server=True, shown_default='""'),
     S("chdir", ("--chdir",), string, None, "change to DIR before loading the app", APP, "DIR"),
-    S("workers", ("-w", "--workers"), worker_count, 1, "worker processes (at most %d)" % MAX_WORKERS, APP, "N"),
+    S("workers", ("-w", "--workers"), worker_count, 1, "worker processes; the most with --pm dynamic "
+      "or ondemand (at most %d)" % MAX_WORKERS, APP, "N"),
     S("threads", ("--threads",), positive, 8, "request threads per worker", APP, "N", server=True,
       gunicorn="threads"),
     # -- limits
@@ -253,6 +254,23 @@ SETTINGS: tuple = (
     S("restart_threshold", ("--restart-threshold",), positive, 10, "crash loop guard: after N worker deaths "
       "within --restart-window, back off before starting more", PROCESS, "N"),
     S("restart_window", ("--restart-window",), seconds, 60.0, "see --restart-threshold", PROCESS, "S"),
+    S("pm", ("--pm",), choice("static", "dynamic", "ondemand"), "static", "the pool: static (--workers "
+      "always), dynamic (--min-spare-workers to --max-spare-workers idle ones, at most --workers) or "
+      "ondemand (none at rest, started as connections wait), as php-fpm's pm", PROCESS, "MODE",
+      reload="restart"),
+    S("start_workers", ("--start-workers",), count, None, "--pm dynamic: workers started at boot",
+      PROCESS, "N", shown_default="min + (max - min) / 2 spare", reload="restart"),
+    S("min_spare_workers", ("--min-spare-workers",), count, 1, "--pm dynamic: start workers while fewer "
+      "are idle (no request running)", PROCESS, "N", reload="restart"),
+    S("max_spare_workers", ("--max-spare-workers",), count, 3, "--pm dynamic: stop idle workers beyond "
+      "this many", PROCESS, "N", reload="restart"),
+    S("worker_idle_timeout", ("--worker-idle-timeout",), seconds, 10.0, "--pm ondemand: stop a worker "
+      "idle this long", PROCESS, "S"),
+    S("max_worker_memory", ("--max-worker-memory",), size, 0, "a worker whose resident memory passes "
+      "this finishes its requests and is replaced (0: no limit)", PROCESS, "SIZE"),
+    S("preload", ("--preload",), boolean, False, "import the app in the master before forking, so the "
+      "workers share its memory (HUP then re-forks without reloading code: use USR2)", PROCESS,
+      action="flag", reload="restart"),
     S("pid", ("--pid",), string, None, "write the master's pid to FILE", PROCESS, "FILE", reload="restart"),
     S("user", ("--user",), string, None, "run the workers as USER (name or uid), dropped to after binding "
       "and before loading the app; needs root", PROCESS, "USER", reload="restart"),
@@ -339,6 +357,22 @@ class Settings:
 
 def server_defaults() -> dict:
     return dict({s.name: s.default for s in SETTINGS if s.server}, multiprocess=False)
+
+
+def gunicorn_server_options(cfg: Any) -> dict:
+    """`Server` keyword arguments from a gunicorn config: each setting that
+    names its gunicorn counterpart (`gunicorn="..."`) takes that value."""
+    options = {}
+    for setting in SETTINGS:
+        if setting.server and setting.gunicorn and setting.name != "backlog":  # gunicorn binds itself
+            value = getattr(cfg, setting.gunicorn)
+            if setting.name == "keep_alive" and not value:
+                # gunicorn's --keep-alive 0 means "no idle connections": close them at
+                # the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
+                value = 0.001
+            options[setting.name] = setting.parse(value)
+    options["threads"] = max(1, options["threads"])
+    return options
 
 
 def check_server_options(options: Mapping[str, Any]) -> dict:

@@ -65,8 +65,10 @@ def collect(pool: str, scoreboard: Scoreboard, sockets: list, show_query: bool =
             "request_method": slot.method.decode("latin-1") if age is not None else "",
             "request_uri": uri.decode("latin-1") if age is not None else "",
             "request_duration": round(age, 3) if age is not None else 0.0,
+            "memory_bytes": slot.rss,
         })
     waiting, backlog = listen_queue(sockets)
+    mode, most, max_reached = scoreboard.pool()
     started = scoreboard.started
     active = sum(w["active_threads"] for w in workers)
     total = sum(w["threads"] for w in workers)
@@ -78,6 +80,11 @@ def collect(pool: str, scoreboard: Scoreboard, sockets: list, show_query: bool =
         "listen_queue": waiting,
         "listen_queue_len": backlog,
         "workers": len(workers),
+        "process_manager": mode,
+        "idle_workers": sum(1 for w in workers if w["state"] == "idle"),
+        "active_workers": sum(1 for w in workers if w["state"] == "busy"),
+        "max_workers": most or len(workers),  # 0: no master (--no-master)
+        "max_workers_reached": max_reached,
         "active_threads": active,
         "idle_threads": max(0, total - active),
         "total_threads": total,
@@ -101,6 +108,9 @@ _POOL_LABELS = [
     ("pool", "pool"), ("start_time", "start time"), ("start_since", "start since"),
     ("accepted_requests", "accepted requests"), ("listen_queue", "listen queue"),
     ("listen_queue_len", "listen queue len"), ("workers", "workers"),
+    ("process_manager", "process manager"), ("idle_workers", "idle workers"),
+    ("active_workers", "active workers"), ("max_workers", "max workers"),
+    ("max_workers_reached", "max workers reached"),
     ("active_threads", "active threads"), ("idle_threads", "idle threads"),
     ("total_threads", "total threads"), ("max_active_threads", "max active threads"),
     ("slow_requests", "slow requests"), ("timed_out_requests", "timed out requests"),
@@ -174,6 +184,13 @@ def render_openmetrics(data: dict) -> str:
     pool_metric("listen_queue", "gauge", "Connections waiting in the listen backlog.", "listen_queue")
     pool_metric("listen_queue_length", "gauge", "Size of the listen backlog.", "listen_queue_len")
     pool_metric("workers", "gauge", "Live worker processes.", "workers")
+    metric("process_manager", "gauge", "The pool mode (--pm) in the label; always 1.",
+           [('%s,mode="%s"' % (pool, data["process_manager"]), 1)])
+    pool_metric("idle_workers", "gauge", "Workers running no request.", "idle_workers")
+    pool_metric("active_workers", "gauge", "Workers running at least one request.", "active_workers")
+    pool_metric("max_workers", "gauge", "The most workers the pool may run (--workers).", "max_workers")
+    pool_metric("max_workers_reached", "counter", "Times the pool wanted more workers than --workers "
+                "(php-fpm's max children reached).", "max_workers_reached")
     pool_metric("active_threads", "gauge", "Request threads running a request.", "active_threads")
     pool_metric("idle_threads", "gauge", "Request threads waiting for a request.", "idle_threads")
     pool_metric("total_threads", "gauge", "Request threads of the live workers.", "total_threads")
@@ -187,6 +204,8 @@ def render_openmetrics(data: dict) -> str:
            [(labels, w["requests"]) for w, labels in per_worker])
     metric("worker_active_threads", "gauge", "Busy threads of one worker.",
            [(labels, w["active_threads"]) for w, labels in per_worker])
+    metric("worker_memory_bytes", "gauge", "Resident memory of one worker (see --max-worker-memory).",
+           [(labels, w["memory_bytes"]) for w, labels in per_worker])
     metric("worker_request_duration_seconds", "gauge", "Age of the worker's oldest running request (0: idle).",
            [(labels, w["request_duration"]) for w, labels in per_worker])
     out.append("# EOF")
@@ -218,7 +237,8 @@ tr.busy td { background: #fff3cd; }
 </body></html>
 """
 _WORKER_COLUMNS = ("pid", "state", "start_time", "requests", "active_threads", "threads", "max_active_threads",
-                   "slow_requests", "timed_out_requests", "request_method", "request_uri", "request_duration")
+                   "slow_requests", "timed_out_requests", "request_method", "request_uri", "request_duration",
+                   "memory_bytes")
 
 
 def _cell(value) -> str:

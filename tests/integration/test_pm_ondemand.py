@@ -1,0 +1,53 @@
+"""--pm ondemand: no worker at rest; the master watches the listening
+sockets and starts workers as connections wait, and stops workers idle for
+--worker-idle-timeout.  Real nginx in front (the shipped config, kept-alive
+connections) with keep-alive POSTs that must all succeed throughout."""
+
+import time
+
+import requests
+
+from support import PostLoop, FastCGILoad, children_of, pool_status, wait_children, wait_for
+
+POOL = ("--pm", "ondemand", "--workers", "4", "--worker-idle-timeout", "1", "--threads", "2",
+        "--status-path", "/status")
+
+
+def test_ondemand_pool_starts_from_zero_grows_and_goes_back_to_zero(start_site):
+    url, server = start_site("wsgi-fcgi-tcp.conf", "masterapp:app", *POOL)
+    wait_children(server.pid, 0, timeout=15)  # the boot worker (it checked the app loads) idled out
+    started = time.monotonic()
+    first = requests.post(url + "/pid", data=b"first", timeout=20)
+    cold = time.monotonic() - started
+    assert first.status_code == 200 and int(first.text) in children_of(server.pid)
+    started = time.monotonic()
+    assert requests.post(url + "/pid", data=b"second", timeout=20).status_code == 200
+    warm = time.monotonic() - started
+    assert cold > warm  # the first one waited for a fork and the app's import
+    print("first request after idle: %.0f ms, next: %.1f ms" % (cold * 1000, warm * 1000))
+
+    posts = PostLoop(url + "/pid")
+    load = FastCGILoad(server.address, 8)  # 8 requests of 0.5 s at once: more than 4 workers x 2 threads
+    try:
+        wait_for(lambda: len(children_of(server.pid)) == 4, 20, interval=0.1, what="four workers under load")
+        status = pool_status(server.address)
+        assert status["process_manager"] == "ondemand" and status["max_workers"] == 4
+        wait_for(lambda: pool_status(server.address)["max_workers_reached"] >= 1, 10, interval=0.2,
+                 what="max workers reached")
+        assert len(children_of(server.pid)) == 4  # never more than --workers
+    finally:
+        load.stop()
+    wait_children(server.pid, 1, timeout=20)  # idle ones stop; the POSTs keep one busy
+    posts.stop()
+    wait_children(server.pid, 0, timeout=15)
+    assert not load.failures, load.failures[:5]
+    assert not posts.failures, posts.failures[:5]
+    assert posts.ok > 20 and load.ok > 20
+    assert "(--worker-idle-timeout): stopping it" in server.log()
+
+
+def test_ondemand_with_a_broken_app_fails_at_start(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("no_such_module_here:app", "--pm", "ondemand", wait=False)
+    assert server.wait(20) == 1
+    errors = [line for line in server.log().splitlines() if line.startswith("wsgi-fcgi: error:")]
+    assert len(errors) == 1 and "no_such_module_here" in errors[0]
