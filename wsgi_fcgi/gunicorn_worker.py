@@ -20,6 +20,7 @@ from typing import Optional
 from gunicorn.workers.base import Worker
 
 from .server import Request, Server
+from .settings import gunicorn_server_options
 from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head, simple_response
 
 _engine_log = logging.getLogger("wsgi_fcgi")
@@ -95,15 +96,10 @@ class FastCGIWorker(Worker):
         self.server = Server(
             self._wrap_app(self.wsgi),
             sockets=[getattr(sock, "sock", sock) for sock in self.sockets],
-            threads=max(1, cfg.threads),
-            max_connections=cfg.worker_connections,
-            # gunicorn's --keep-alive 0 means "no idle connections": close them
-            # at the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
-            keep_alive=cfg.keepalive or 0.001,
             multiprocess=cfg.workers > 1,
             # gunicorn's way to mount an app under a prefix: --env SCRIPT_NAME=/prefix
             script_name=os.environ.get("SCRIPT_NAME", ""),
-            graceful_timeout=cfg.graceful_timeout,
+            **gunicorn_server_options(cfg),
         )
         self.server.on_tick.append(self._tick)
         self.server.on_request_end.append(self._request_ended)

@@ -92,8 +92,10 @@ def size(text: Any) -> int:
         number = number[:-1]
     if number[-1:] in _SIZE_UNITS:
         number, factor = number[:-1], _SIZE_UNITS[number[-1]]
-    if not number.isdigit():
+    if not number.isdigit() or not number.isascii():
         raise SettingError("%r is not a size like 1048576, 512K or 10M" % (text,))
+    if len(number) > 18:
+        raise SettingError("%s is too large a size" % (text,))
     return int(number) * factor
 
 
@@ -371,7 +373,6 @@ def gunicorn_server_options(cfg: Any) -> dict:
                 # the next tick (a FastCGI server cannot refuse FCGI_KEEP_CONN).
                 value = 0.001
             options[setting.name] = setting.parse(value)
-    options["threads"] = max(1, options["threads"])
     return options
 
 
