@@ -8,7 +8,10 @@ if [ "${1:-}" = "--demo" ]; then
     wanted=(nginx-light)
 else
     # chromium: the status page's HTML view is checked in a headless browser
-    wanted=(nginx-light lighttpd apache2 haproxy caddy libfcgi-bin spawn-fcgi chromium)
+    # libapache2-mod-fcgid, h2o: tests/integration/test_mod_fcgid.py, test_h2o.py;
+    # systemd: systemd-socket-activate and systemd-analyze (test_systemd.py)
+    wanted=(nginx-light lighttpd apache2 haproxy caddy libfcgi-bin spawn-fcgi chromium
+            libapache2-mod-fcgid h2o systemd)
 fi
 missing=()
 for pkg in "${wanted[@]}"; do

@@ -1,6 +1,6 @@
-"""Real web servers in front of wsgi_fcgi: lighttpd, Apache httpd, HAProxy
-and Caddy, each run in the foreground from a config written to a temp dir,
-on a free loopback port, stopped by PID.
+"""Real web servers in front of wsgi_fcgi: lighttpd, Apache httpd (also
+with mod_fcgid), HAProxy, Caddy and H2O, each run in the foreground from a
+config written to a temp dir, on a free loopback port, stopped by PID.
 
 The shipped configs in frontends/ are the part a user adds to their own
 server config; `shipped()` reads one and points it at the test's backend.
@@ -102,6 +102,7 @@ LoadModule proxy_fcgi_module {modules}/mod_proxy_fcgi.so
 LoadModule setenvif_module {modules}/mod_setenvif.so
 LoadModule env_module {modules}/mod_env.so
 LoadModule rewrite_module {modules}/mod_rewrite.so
+{extra_modules}
 <Directory />
     AllowOverride None
     Require all granted
@@ -122,7 +123,8 @@ def _let_others_search(path: Path) -> None:
 class Apache(WebServer):
     name = "apache2"
 
-    def __init__(self, tmp: Path, site: str) -> None:
+    def __init__(self, tmp: Path, site: str, modules=()) -> None:
+        """`modules`: more modules to load, e.g. ("mime", "fcgid")."""
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "htdocs").mkdir(exist_ok=True)
         port = free_port()
@@ -130,7 +132,8 @@ class Apache(WebServer):
         if os.geteuid() == 0:  # Apache refuses to run its workers as root
             user = "User www-data\nGroup www-data"
         conf = tmp / "apache2.conf"
-        conf.write_text(APACHE_TEMPLATE.format(tmp=tmp, port=port, user=user, site=site,
+        extra = "\n".join("LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m) for m in modules)
+        conf.write_text(APACHE_TEMPLATE.format(tmp=tmp, port=port, user=user, site=site, extra_modules=extra,
                                                modules="/usr/lib/apache2/modules"))
         _let_others_search(tmp)
         super().__init__(tmp, ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], port,
@@ -176,3 +179,17 @@ class Caddy(WebServer):
 
     def error_log(self) -> str:
         return self.log()
+
+
+class H2O(WebServer):
+    """H2O from a config text (YAML) listening on 127.0.0.1:`port`, its pid
+    file and error log in `tmp`; as root it keeps root (our temp dirs are
+    0700), as nginx does in these tests."""
+
+    name = "h2o"
+
+    def __init__(self, tmp: Path, conf_text: str, port: int) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        conf = tmp / "h2o.conf"
+        conf.write_text(("user: root\n" if os.geteuid() == 0 else "") + conf_text)
+        super().__init__(tmp, ["/usr/bin/h2o", "--conf", conf], port)
