@@ -129,6 +129,7 @@ class EventLoop:
                 self._tick(now)
             if self.stop_at is not None and self._stopped(now):
                 self.done = True
+                pool.loop_finished()
                 return True
             if self.ready and not pool.dispatch(self.ready, inline):
                 return False

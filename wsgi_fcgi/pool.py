@@ -126,14 +126,18 @@ class WorkerPool:
             self.server.loop.run(inline=False)
 
     def stop(self, timeout: float = 1.0) -> None:
-        self.loop_done.set()
-        self._standby_wake.set()
+        self.loop_finished()
         for _ in self.members:
             self.queue.put(None)
         deadline = time.monotonic() + timeout
         for thread in self.members:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+
+    def loop_finished(self) -> None:
+        """The loop ended (the server stops): the standby returns too."""
+        self.loop_done.set()
+        self._standby_wake.set()
 
     # -- dispatching (the thread running the selector) ----------------------------------
 

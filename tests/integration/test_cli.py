@@ -362,7 +362,7 @@ def test_client_data_file_from_stdin(envserver):
 def test_client_get_values(envserver):
     done = run_client("--connect", envserver.address, "--get-values")
     assert done.returncode == 0
-    assert sorted(done.stdout.decode().split()) == ["FCGI_MAX_CONNS=1024", "FCGI_MAX_REQS=258",
+    assert sorted(done.stdout.decode().split()) == ["FCGI_MAX_CONNS=1024", "FCGI_MAX_REQS=100",
                                                     "FCGI_MPXS_CONNS=1"]
 
 
