@@ -20,11 +20,14 @@ import time
 import pytest
 import requests
 
-from support import FcgiConnection, fastcgi_location, process_stats, wait_for, worker_pids
+from support import (FcgiConnection, Nginx, fastcgi_location, free_port, process_stats, shipped_nginx_conf,
+                     wait_for, worker_pids)
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
+#: the keep-alive soak (recycling, reloads, hostile peers; nginx retries nothing)
+KEEPALIVE_SECONDS = float(os.environ.get("SOAK_KEEPALIVE_SECONDS", "40"))
 LOAD_THREADS = 3
 FAULT_THREADS = 2  # the first also SIGKILLs a worker every 3-6 s
 WORKERS = 2
@@ -247,3 +250,84 @@ def test_abort_and_disconnect_free_the_only_thread_and_close_the_app(start_wsgi_
         assert response.status == 200 and time.monotonic() - started < 3, how
         wait_for(lambda: "closed %s\n" % ident in server.log(), 5, what="close() after " + how)
 
+
+
+def timed_post_loop(url, stop, latencies, failures, seed):
+    rng = random.Random(seed)
+    session = requests.Session()
+    while not stop.is_set():
+        body = rng.randbytes(rng.choice([10, 2000, 40000]))
+        started = time.monotonic()
+        try:
+            r = session.post(url + "/echo", data=body, timeout=20)
+            if r.status_code != 200 or r.json()["body_sha256"] != hashlib.sha256(body).hexdigest():
+                failures.append("%d %s" % (r.status_code, r.text[:200]))
+        except (requests.RequestException, ValueError) as exc:
+            failures.append(repr(exc))
+        latencies.append(time.monotonic() - started)
+
+
+def non_reading_peer(address, stop):
+    """Pipelines requests for large responses and reads nothing, over and over."""
+    while not stop.is_set():
+        with socket.create_connection(address.rsplit(":", 1), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"".join(client.encode_request(i, client.cgi_params("GET", "/stream?n=30&size=65536"),
+                                                        keep_conn=True) for i in range(1, 9)))
+            stop.wait(3)
+
+
+def slow_body_peer(address, stop):
+    """Sends a request whose body trickles a few bytes a second."""
+    while not stop.is_set():
+        with FcgiConnection(address, timeout=5) as conn:
+            conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)
+                      + p.encode_params(1, client.cgi_params("POST", "/echo", body_length=100)))
+            for _ in range(20):
+                if stop.wait(0.5):
+                    break
+                try:
+                    conn.send(p.encode_record(p.STDIN, 1, b"x"))
+                except OSError:
+                    break
+
+
+@pytest.mark.timeout(KEEPALIVE_SECONDS + 120)
+def test_soak_keepalive_posts_through_recycling_reloads_and_hostile_peers(start_wsgi_fcgi, tmp_path):
+    """Keep-alive POSTs through the shipped nginx config (which retries no
+    POST) while workers recycle and reload, and a non-reading peer and a
+    slow-body peer hammer the same workers: no request fails, and the
+    unrelated requests' p99 stays under a second."""
+    server = start_wsgi_fcgi("soakapp:app", "--workers", str(WORKERS), "--threads", "4", "--max-requests", "300",
+                             "--max-requests-jitter", "50", "--write-timeout", "3", "--body-timeout", "3")
+    port = free_port()
+    nginx = Nginx(tmp_path / "nginx-keepalive-soak", None,
+                  shipped_nginx_conf("wsgi-fcgi-tcp.conf", port, [server.address]), port=port)
+    stop = threading.Event()
+    latencies, failures = [], []
+    threads = [threading.Thread(target=timed_post_loop, args=(nginx.url, stop, latencies, failures, seed),
+                                daemon=True) for seed in range(8)]
+    threads += [threading.Thread(target=non_reading_peer, args=(server.address, stop), daemon=True),
+                threading.Thread(target=slow_body_peer, args=(server.address, stop), daemon=True)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + KEEPALIVE_SECONDS
+        hups = 0
+        while time.monotonic() < deadline:
+            time.sleep(3)
+            server.send_signal(signal.SIGHUP)
+            hups += 1
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        stop.set()
+        nginx.stop()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("inf")
+    print("\nkeep-alive soak %.0f s: %d requests, %d failed, p99 %.3f s, %d HUPs, %d recycles"
+          % (KEEPALIVE_SECONDS, len(latencies), len(failures), p99, hups, server.log().count("--max-requests")))
+    assert not failures, failures[:5]
+    assert len(latencies) > 30 * KEEPALIVE_SECONDS
+    assert p99 < 1.0
