@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit deps venv bench bench-micro clean
+.PHONY: demo test lint unit deps venv bench bench-micro docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ test: deps venv lint
 
 lint: venv
 	$(VENV)/bin/ruff check wsgi_fcgi tests benchmarks scripts examples
+	$(VENV)/bin/mypy
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -38,6 +39,10 @@ bench: venv
 	bash benchmarks/harness/setup.sh
 	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# make docs: regenerate docs/configuration.md's reference from wsgi_fcgi/settings.py (a test compares them)
+docs: venv
+	$(PY) tests/unit/test_docs.py
 
 bench-micro: venv
 	$(PY) -m pytest benchmarks/micro --benchmark-enable

@@ -13,7 +13,7 @@ import collections
 import os
 import tempfile
 import threading
-from typing import Iterator, Optional
+from typing import IO, Iterator, Optional
 
 #: Unread bytes kept in memory before the body moves to a temporary file.
 DEFAULT_SPOOL_SIZE = 1 << 20
@@ -39,10 +39,10 @@ class RequestBody:
         self._cond: Optional[threading.Condition] = None
         # In memory: the chunks as they came (no copying on feed), the read
         # position inside the first one, and the unread total.
-        self._chunks: collections.deque = collections.deque()
+        self._chunks: collections.deque[bytes] = collections.deque()
         self._offset = 0
         self._buffered = 0
-        self._file = None  # after spooling: the temporary file
+        self._file: Optional[IO[bytes]] = None  # after spooling: the temporary file
         self._file_read = 0
         self._file_written = 0
         self._eof = False
@@ -84,8 +84,9 @@ class RequestBody:
             self._cond.notify_all()
 
     def _spool(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="wsgi-fcgi-body-", dir=self._spool_dir)
-        self._file_written = os.pwrite(self._file.fileno(), self._take_memory(self._buffered), 0)
+        spool = tempfile.TemporaryFile(prefix="wsgi-fcgi-body-", dir=self._spool_dir)
+        self._file = spool
+        self._file_written = os.pwrite(spool.fileno(), self._take_memory(self._buffered), 0)
 
     @property
     def complete(self) -> bool:

@@ -21,7 +21,7 @@ class RequestStarted(NamedTuple):
     request_id: int
     role: int
     keep_conn: bool
-    params: list  # [(name bytes, value bytes)] in the order sent
+    params: list[tuple[bytes, bytes]]  # in the order sent
 
 
 class StdinReceived(NamedTuple):
@@ -139,7 +139,7 @@ class ServerConnection:
 
     # -- application records (spec 5) -------------------------------------
 
-    def _application(self, record: p.Record, events: list) -> None:
+    def _application(self, record: p.Record, events: list[Event]) -> None:
         rtype = record.type
         request_id = record.request_id
         request = self._requests.get(request_id)
@@ -160,7 +160,7 @@ class ServerConnection:
                                   % p.RECORD_TYPE_NAMES.get(rtype, "record type %d" % rtype)))
 
     def _begin(self, request_id: int, request: Optional[_RequestState],
-               content: bytes, events: list) -> None:
+               content: bytes, events: list[Event]) -> None:
         if request is not None:
             raise p.ProtocolError("FCGI_BEGIN_REQUEST for request id %d, which is still active"
                                   % request_id)
@@ -173,7 +173,7 @@ class ServerConnection:
             self._requests[request_id] = _RequestState(begin.role, begin.keep_conn)
 
     def _params(self, request_id: int, request: _RequestState, content: bytes,
-                events: list) -> None:
+                events: list[Event]) -> None:
         if request.state == _REFUSED:
             return
         if request.state != _PARAMS:
@@ -195,7 +195,7 @@ class ServerConnection:
         events.append(RequestStarted(request_id, request.role, request.keep_conn, params))
 
     def _stdin(self, request_id: int, request: _RequestState, content: bytes,
-               events: list) -> None:
+               events: list[Event]) -> None:
         if request.state == _STDIN:
             events.append(StdinReceived(request_id, content))
             if not content:
@@ -209,7 +209,7 @@ class ServerConnection:
             raise p.ProtocolError("FCGI_STDIN for request id %d after its end" % request_id)
 
     def _data(self, request_id: int, request: _RequestState, content: bytes,
-              events: list) -> None:
+              events: list[Event]) -> None:
         if request.role != p.FILTER or request.state != _DATA:
             if request.state == _REFUSED:
                 return
@@ -218,7 +218,7 @@ class ServerConnection:
         if not content:
             request.state = _INPUT_DONE
 
-    def _abort(self, request_id: int, request: _RequestState, events: list) -> None:
+    def _abort(self, request_id: int, request: _RequestState, events: list[Event]) -> None:
         if request.state in (_PARAMS, _REFUSED):
             # Not started yet: nothing to stop, end it here (spec 5.4).
             self._release_params(self._requests.pop(request_id))

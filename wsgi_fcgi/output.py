@@ -22,7 +22,11 @@ import collections
 import socket
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
+
+Buffer = Union[bytes, memoryview]
+#: what may be written: bytes, or a list of buffers sent with one sendmsg()
+Data = Union[Buffer, list[Buffer]]
 
 #: sendmsg() takes at most this many buffers (Linux UIO_MAXIOV is 1024).
 _IOV_MAX = 1000
@@ -34,7 +38,7 @@ class Output:
         self.lock = threading.Lock()
         self.limit = limit
         self.on_backlog = on_backlog  # asks the loop to flush when writable (called under the lock)
-        self._queue: collections.deque = collections.deque()  # bytes / memoryviews not yet sent
+        self._queue: collections.deque[Buffer] = collections.deque()  # bytes / memoryviews not yet sent
         self.pending = 0  # bytes in _queue
         self.progress = 0.0  # monotonic time of the last bytes the kernel took while some were queued
         self.failed: Optional[str] = None  # why nothing can be written any more
@@ -45,7 +49,7 @@ class Output:
 
     # -- under the lock (callers hold `lock`) -------------------------------------------
 
-    def write_locked(self, data) -> bool:
+    def write_locked(self, data: Data) -> bool:
         """Send `data` (bytes, or a list of buffers) now, queue what the kernel does
         not take.  False if the connection cannot be written any more."""
         if self.failed is not None:
@@ -53,7 +57,7 @@ class Output:
         if self._queue:
             self._enqueue(data, 0)
             return True
-        if type(data) is not list:
+        if not isinstance(data, list):
             data = [data]
         start = 0
         while start < len(data):
@@ -71,8 +75,8 @@ class Output:
             start += _IOV_MAX
         return True
 
-    def _enqueue(self, data, skip: int) -> None:
-        for part in (data if type(data) is list else (data,)):
+    def _enqueue(self, data: Data, skip: int) -> None:
+        for part in (data if isinstance(data, list) else (data,)):
             size = len(part)
             if skip >= size:
                 skip -= size

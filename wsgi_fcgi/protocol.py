@@ -249,11 +249,11 @@ def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
                     for i in range(0, len(data), MAX_CONTENT_LEN))
 
 
-def stream_parts(rtype: int, request_id: int, data: bytes) -> list:
+def stream_parts(rtype: int, request_id: int, data: bytes) -> list[bytes | memoryview]:
     """`encode_stream` as a list of buffers (headers, slices of `data`,
     padding) for a scatter-gather send: the content is not copied."""
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, len(data), MAX_CONTENT_LEN):
         chunk = view[start:start + MAX_CONTENT_LEN]
         padding = -len(chunk) & 7

@@ -53,7 +53,7 @@ class Request:
         self.bytes_out = 0
         self.started = now
         self.input_progress = now  # when input last arrived (--body-timeout)
-        self.environ: Optional[dict] = None
+        self.environ: Optional[dict[str, object]] = None
         self.status: Optional[str] = None
         self.method = self.uri = ""
 
@@ -70,7 +70,7 @@ class Request:
 
     # -- transport for wsgi.run_app (the request's thread) --------------------------
 
-    def send(self, data, end: bool, head: bytes = b"") -> bool:
+    def send(self, data: bytes, end: bool, head: bytes = b"") -> bool:
         return self.channel.send_response(self, data, end, head)
 
     def send_stderr(self, data: bytes) -> None:
@@ -99,7 +99,7 @@ class Request:
             self.filter_data.fail(error)
 
 
-def content_length_of(params: list) -> Optional[int]:
+def content_length_of(params: list[tuple[bytes, bytes]]) -> Optional[int]:
     """CONTENT_LENGTH as a number; None when absent or not a number.  Never raises:
     5000 digits are not parsed (int() would refuse them), they are just huge."""
     for name, value in params:
