@@ -25,13 +25,18 @@ def hello(environ, start_response):
 
 
 class NullTransport:
-    def send(self, data, end):
-        out = p.encode_stream(p.STDOUT, 1, data)
+    aborted = False
+
+    def send(self, data, end, head=b""):
+        out = p.encode_stream(p.STDOUT, 1, head + data)
         if end:
-            out += p.encode_record(p.STDOUT, 1) + p.encode_end_request(1)
+            out += p.encode_stdout_end(1)
         return True
 
     def send_stderr(self, data):
+        pass
+
+    def truncate(self):
         pass
 
 

@@ -7,8 +7,10 @@ The differences, each turned into an expectation by `through_nginx()`:
 * CONTENT_TYPE / CONTENT_LENGTH: the stock fastcgi_params always send
   `$content_type` / `$content_length`, empty when the request has none
   (PEP 3333 allows empty or absent); werkzeug leaves them out.
-* HTTP_HOST: Debian's fastcgi_params end with `fastcgi_param HTTP_HOST
-  $host;`, the host name without the request's port.
+* HTTP_HOST: each server is asked on its own port, and the shipped config
+  passes the host with the port the client used (Debian's fastcgi_params
+  end with `fastcgi_param HTTP_HOST $host;`, without it; the shipped config
+  sends it again with the port, and the last value wins).
 * Trailing whitespace of a header value: nginx strips it (RFC 9110 5.5: it is
   not part of the value); werkzeug (http.server) keeps it.
 * A header sent on several lines: nginx passes each line as its own param and
@@ -119,7 +121,7 @@ def what_the_app_saw(answer):
     return seen
 
 
-def through_nginx(direct, request_line, headers):
+def through_nginx(direct, request_line, headers, nginx_port):
     """What the app should see behind nginx, given what it saw under werkzeug
     (the differences of the module docstring, one by one)."""
     expected = dict(direct)
@@ -134,7 +136,7 @@ def through_nginx(direct, request_line, headers):
         if names.count(name) > 1:  # werkzeug joined the lines with ","
             key = "HTTP_" + name.upper().replace("-", "_")
             expected[key] = ("; " if key == "HTTP_COOKIE" else ", ").join(direct[key].split(","))
-    expected["HTTP_HOST"] = direct["HTTP_HOST"].partition(":")[0]
+    expected["HTTP_HOST"] = "%s:%d" % (direct["HTTP_HOST"].partition(":")[0], nginx_port)
     if CHUNKED in headers:
         # nginx reads a chunked body whole (fastcgi_request_buffering on, the
         # default) and sends its length, yet passes the header on too.
@@ -152,7 +154,7 @@ def test_same_request_same_environ(start_site, werkzeug_port):
     for name, request_line, headers, body in CASES:
         direct = what_the_app_saw(http_exchange(werkzeug_port, request_line, headers, body))
         bridged = what_the_app_saw(http_exchange(nginx_port, request_line, headers, body))
-        expected = through_nginx(direct, request_line, headers)
+        expected = through_nginx(direct, request_line, headers, nginx_port)
         for key in sorted(set(expected) | set(bridged)):
             if expected.get(key) != bridged.get(key):
                 differences.append("%s: %s: werkzeug %r (expected %r), nginx + wsgi_fcgi %r"

@@ -7,9 +7,11 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 
+import pytest
 import requests
 
 from wsgi_fcgi import client
@@ -138,13 +140,25 @@ def test_app_exception_before_headers_is_a_clean_500(start_site):
     assert environ_of(requests.get(url + "/next", timeout=10))["PATH_INFO"] == "/next"
 
 
-def test_app_exception_after_headers_ends_the_response_and_serving_goes_on(start_site):
+def test_app_exception_after_headers_cuts_the_response_and_serving_goes_on(start_site):
+    # The client must see that the body is cut: nginx gets no END_REQUEST,
+    # so it ends the chunked response without its last chunk.
     url, server = start_site("wsgi-fcgi-tcp.conf", "envapp:app")
     session = requests.Session()
     for _ in range(3):
-        r = session.get(url + "/raise-after", timeout=10)
-        assert r.status_code == 200 and r.content == b"first chunk\n"
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session.get(url + "/raise-after", timeout=10)
         assert environ_of(session.get(url + "/next", timeout=10))["PATH_INFO"] == "/next"
+    with socket.create_connection(("127.0.0.1", int(url.rpartition(":")[2])), timeout=10) as sock:
+        sock.sendall(b"GET /raise-after HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200") and b"first chunk" in raw
+    assert not raw.endswith(b"\r\n0\r\n\r\n")  # no final chunk: a cut body, not a short one
     wait_for(lambda: server.log().count("boom after headers") >= 3, 10, what="the errors in the log")
 
 
