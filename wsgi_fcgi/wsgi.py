@@ -143,18 +143,25 @@ def split_script_name(environ: dict, script_name: str) -> None:
     """Set SCRIPT_NAME and PATH_INFO (PEP 3333, CGI RFC 3875 4.1.13).
 
     With a PATH_INFO from the web server and no `script_name`, the server's
-    split stands.  Otherwise (nginx's stock fastcgi_params send SCRIPT_NAME as
-    the whole path and no PATH_INFO) SCRIPT_NAME is the mount point and
-    PATH_INFO the rest of the request path.
+    split stands.  With `script_name`, the path is split there: the path the
+    server routed (SCRIPT_NAME + PATH_INFO, decoded and normalised: H2O
+    resolves "/app/x/%2e%2e/y" to "/app/y") when it sent a PATH_INFO under
+    the mount point, else the request path (nginx's stock fastcgi_params
+    send SCRIPT_NAME as the whole path and no PATH_INFO).
     """
-    if environ.get("PATH_INFO") and not script_name:
+    server_path = environ.get("PATH_INFO")
+    if server_path and not script_name:
         name = environ.get("SCRIPT_NAME", "")
         if name.endswith("/"):
             environ["SCRIPT_NAME"] = name.rstrip("/")
-            if not environ["PATH_INFO"].startswith("/"):
-                environ["PATH_INFO"] = "/" + environ["PATH_INFO"]
+            if not server_path.startswith("/"):
+                environ["PATH_INFO"] = "/" + server_path
         return
     path = request_path(environ)
+    if server_path:
+        routed = environ.get("SCRIPT_NAME", "") + server_path
+        if routed == script_name or routed.startswith(script_name + "/"):
+            path = routed
     if script_name and (path == script_name or path.startswith(script_name + "/")):
         environ["SCRIPT_NAME"] = script_name
         environ["PATH_INFO"] = path[len(script_name):]

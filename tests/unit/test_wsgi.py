@@ -89,6 +89,18 @@ def test_many_repeated_headers_are_merged_in_linear_time():
     assert time.process_time() - started < 2.0  # quadratic joining took minutes
 
 
+def test_under_a_prefix_the_path_the_server_routed_is_split():
+    # H2O sends the normalised path it routed as PATH_INFO (SCRIPT_NAME empty),
+    # REQUEST_URI still has the dot segments.
+    environ = build_environ(pairs(SCRIPT_NAME="", PATH_INFO="/app/y", REQUEST_URI="/app/x/%2e%2e/y"),
+                            base_environ(), "/app")
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/y")
+    # a server path outside the mount point: the request path decides, as before
+    environ = build_environ(pairs(SCRIPT_NAME="/index.php", PATH_INFO="/z", REQUEST_URI="/app/z"),
+                            base_environ(), "/app")
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/z")
+
+
 def test_the_web_servers_server_software_reaches_the_app():
     environ = build_environ(pairs(SERVER_SOFTWARE="nginx/1.22.1", REQUEST_URI="/"), base_environ())
     assert environ["SERVER_SOFTWARE"] == "nginx/1.22.1"
