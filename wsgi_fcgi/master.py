@@ -52,6 +52,7 @@ _LOOP_INTERVAL = 0.25
 _SPARE_SLOTS = 64
 _KILL_GRACE = 5.0
 _MAX_BACKOFF = 60.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 #: how often dynamic and ondemand pools look at their spare and idle workers (php-fpm: 1 s)
@@ -217,18 +218,29 @@ class Master:
             return None
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            self._run_worker(index)
+        # A stop signal sent to the new worker before it has its own handlers
+        # would run the master's (inherited: it only queues) and be lost: the
+        # worker would boot and serve on while the master waits for it.
+        # Blocked across fork, it reaches the child once that has SIG_DFL.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._run_worker(index, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         worker = WorkerProcess(pid, index, self.generation, time.monotonic())
         self.workers[pid] = worker
         log.debug("master: started worker %d (generation %d)", pid, self.generation)
         return worker
 
-    def _run_worker(self, index: int) -> None:
+    def _run_worker(self, index: int, mask) -> None:
         """In the child: never returns."""
         code = 1
         try:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -103,8 +103,9 @@ def test_hup_rereads_the_file_logs_changes_and_keeps_the_environment(tmp_path):
         assert body_status(server.address, 200) == 413
         config.write_text("max_body_size = 1000\nbacklog = 10\nmax_requests = 5\n")
         server.send_signal(signal.SIGHUP)
-        wait_for(lambda: body_status(server.address, 200) == 200, 20, interval=0.2,
-                 what="workers with the new --max-body-size")
+        wait_for(lambda: "stopped (exit code 0)" in server.log(), 20, interval=0.1,
+                 what="the old worker to stop once the new one is ready")
+        assert body_status(server.address, 200) == 200
         log = server.log()
         assert "max_body_size changed from 100 to 1000" in log
         assert "backlog changed to 10: needs a restart, keeping 1024" in log
