@@ -14,7 +14,7 @@ import time
 from typing import Optional
 
 from . import accesslog, logs, proctitle
-from . import privileges
+from . import privileges, systemd
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
@@ -102,6 +102,8 @@ class Worker:
         self.slot.state = READY
         self.slot.idle_since = time.monotonic()
         self.publish()
+        if self.master_pid is None:  # --no-master: this process is the service systemd watches
+            systemd.ready("serving with %d threads (--no-master)" % self.settings.threads)
         server.serve_forever()
         return 0
 
@@ -262,6 +264,8 @@ class Worker:
         self.server.shutdown(graceful=True)
 
     def stop(self, graceful: bool) -> None:
+        if self.master_pid is None:
+            systemd.stopping("%s stop" % ("graceful" if graceful else "quick"))
         if not self.retiring:
             self.slot.state = STOPPING
             self.publish()

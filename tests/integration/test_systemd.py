@@ -99,6 +99,24 @@ def test_socket_activation_and_notify(tmp_path, notify_listener):
     assert "Traceback" not in proc.log()
 
 
+def test_no_master_notifies_too(tmp_path, notify_listener):
+    notify = notify_listener()
+    path = tmp_path / "single.sock"
+    proc = Process([SOCKET_ACTIVATE, "-l", path, "-E", "NOTIFY_SOCKET=" + notify.address,
+                    PYTHON, "-m", "wsgi_fcgi", "--no-master", "envapp:app"],
+                   tmp_path / "single.log", cwd=APPS, env=project_env())
+    try:
+        wait_for(path.exists, 10, what="systemd-socket-activate's socket")
+        assert client.request("unix:%s" % path, "GET", "/", timeout=20).status == 200, proc.log()
+        assert int(notify.wait_for("READY")["MAINPID"]) == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING")
+        assert proc.wait(20) == 0, proc.log()
+    finally:
+        proc.stop()
+    assert path.is_socket()
+
+
 def start_like_a_socket_unit(listener: socket.socket, tmp_path: Path, name: str, *args: str) -> Process:
     """As systemd starts a service of a .socket unit: the socket on fd 3,
     LISTEN_FDS=1 and LISTEN_PID set to the service's own pid."""
