@@ -126,8 +126,9 @@ class Master:
             fail("cannot write --pid %s: %s" % (self.settings.pid, exc.strerror or exc))
         if self.settings.preload:
             self._preload()
-        log.info("master %d: %d worker(s) x %d threads on %s", self.pid, self.target, self.settings.threads,
-                 ", ".join(_addresses(self.sockets)))
+        log.info("master %d: %s%d worker(s) x %d threads on %s", self.pid,
+                 "" if self.settings.pm == "static" else "--pm %s, at most " % self.settings.pm, self.target,
+                 self.settings.threads, ", ".join(_addresses(self.sockets)))
         try:
             while True:
                 self._handle_signals()
