@@ -5,6 +5,8 @@ all succeed while the pool grows and shrinks."""
 
 import time
 
+import pytest
+
 from wsgi_fcgi import client
 
 from support import PostLoop, FastCGILoad, children_of, pool_status, wait_children, wait_for
@@ -56,11 +58,18 @@ def test_the_pool_counts_reaching_its_maximum(start_site):
     assert b'wsgi_fcgi_process_manager{pool="masterapp:app",mode="dynamic"} 1' in openmetrics
 
 
-def test_bad_spare_settings_are_one_line_at_start_up(start_wsgi_fcgi):
-    server = start_wsgi_fcgi("masterapp:app", "--pm", "dynamic", "--workers", "2", "--min-spare-workers", "1",
-                             "--max-spare-workers", "3", wait=False)
+@pytest.mark.parametrize("args, error", [
+    (("--pm", "dynamic", "--workers", "2", "--min-spare-workers", "1", "--max-spare-workers", "3"),
+     "--pm dynamic needs 1 <= --min-spare-workers (1) <= --max-spare-workers (3) <= --workers (2)"),
+    (("--pm", "dynamic", "--workers", "4", "--min-spare-workers", "0", "--max-spare-workers", "2"),
+     "--pm dynamic needs 1 <= --min-spare-workers (0) <= --max-spare-workers (2) <= --workers (4)"),
+    (("--pm", "dynamic", "--workers", "4", "--start-workers", "5"),
+     "--pm dynamic needs --min-spare-workers (1) <= --start-workers (5) <= --workers (4)"),
+    (("--pm", "ondemand", "--worker-idle-timeout", "0"), "--pm ondemand needs --worker-idle-timeout above 0"),
+])
+def test_pool_settings_that_do_not_fit_are_one_line_at_start_up(start_wsgi_fcgi, args, error):
+    server = start_wsgi_fcgi("masterapp:app", *args, wait=False)
     assert server.wait(20) == 1
     errors = [line for line in server.log().splitlines() if line.startswith("wsgi-fcgi: error:")]
-    assert errors == ["wsgi-fcgi: error: --pm dynamic needs 1 <= --min-spare-workers (1) "
-                      "<= --max-spare-workers (3) <= --workers (2)"]
+    assert errors == ["wsgi-fcgi: error: " + error]
     assert "Traceback" not in server.log()
