@@ -78,3 +78,25 @@ def test_usr2_with_an_app_that_no_longer_loads_keeps_the_old_master(start_wsgi_f
     assert _pid_in(pid_file) == server.pid and not (tmp_path / "master.pid.oldbin").exists()
     assert client.request(server.address, "GET", "/").body == b"v1"
     assert server.proc.poll() is None
+
+
+def test_usr2_on_a_unix_socket_keeps_the_socket_file(start_wsgi_fcgi, tmp_path):
+    path = tmp_path / "app.sock"
+    pid_file = tmp_path / "master.pid"
+    server = start_wsgi_fcgi("masterapp:app", "--pid", str(pid_file), address="unix:%s" % path)
+    inode = path.stat().st_ino
+    fresh = FastCGILoad(server.address, 2, path="/pid", ramp=0)
+    server.send_signal(signal.SIGUSR2)
+    new_master = wait_for(lambda: _pid_in(pid_file) not in (None, server.pid) and _pid_in(pid_file), 30,
+                          interval=0.05, what="the new master's pid file")
+    try:
+        assert server.wait(30) == 0
+        wait_children(new_master, 1)
+        time.sleep(0.5)
+        fresh.stop()
+        assert not fresh.failures, fresh.failures[:5]
+        assert fresh.ok > 10
+        assert path.stat().st_ino == inode  # the same socket file: not unlinked, not bound again
+    finally:
+        os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
