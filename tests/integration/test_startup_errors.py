@@ -3,6 +3,7 @@ traceback, and the reason also in --error-log FILE.  And the client: no
 traceback for bad input or a bad response."""
 
 import socket
+import time
 import subprocess
 import threading
 
@@ -145,3 +146,46 @@ def test_client_bad_status_line_in_the_response_exits_1(status_line):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("wsgi_fcgi.client: bad Status line") and done.stderr.count("\n") == 1
+
+
+SLOW_BOOT_APP = '''
+import os, time
+MARKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first-worker-done")
+if os.path.exists(MARKER):
+    time.sleep(30)  # every worker after the first boots slowly: the pool stays booting
+open(MARKER, "w").close()
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+def children(pid: int) -> set:
+    path = "/proc/%d/task/%d/children" % (pid, pid)
+    try:
+        with open(path) as f:
+            return {int(child) for child in f.read().split()}
+    except OSError:
+        return set()
+
+
+def test_term_while_spawning_a_big_pool_is_answered_between_forks(tmp_path):
+    """The master forks the rest of the pool in one loop once the first worker
+    is ready; a TERM arriving during that loop stops it after the next fork."""
+    from support import Process, wait_for, worker_answers
+    (tmp_path / "slowboot.py").write_text(SLOW_BOOT_APP)
+    address = "127.0.0.1:%d" % free_port()
+    proc = Process([PYTHON, "-m", "wsgi_fcgi", "--bind", address, "--workers", "300", "--log-level", "debug",
+                    "slowboot:app"], tmp_path / "big.log", cwd=tmp_path, env=project_env())
+    try:
+        wait_for(lambda: proc.proc.poll() is not None or worker_answers(address), 20, what="the first worker")
+        wait_for(lambda: len(children(proc.pid)) > 2, 20, interval=0.001, what="the pool's forks to begin")
+        proc.send_signal(15)
+        started = time.monotonic()
+        assert proc.wait(20) == 0, proc.log()[-2000:]
+        assert time.monotonic() - started < 10
+    finally:
+        proc.stop()
+    forked = proc.log().count("master: started worker")
+    assert forked < 150, "%d workers started after TERM was sent" % forked
