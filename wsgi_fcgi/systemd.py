@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger("wsgi_fcgi")
 
@@ -62,7 +63,9 @@ def ready(status: str) -> bool:
 
 
 def reloading(status: str) -> bool:
-    return notify("RELOADING=1\nSTATUS=%s" % status)
+    # MONOTONIC_USEC: what Type=notify-reload (systemd >= 253) asks for with RELOADING=1
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return notify("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=%s" % (usec, status))
 
 
 def stopping(status: str) -> bool:
