@@ -96,3 +96,39 @@ def test_import_error_inside_the_module_is_not_disguised(module):
         load_app(module("import no_such_dependency_xyz\n"))
     assert "No module named 'no_such_dependency_xyz'" in str(info.value)
     assert ".py, line 1)" in str(info.value)  # where the failing import is
+
+
+def test_a_factory_named_without_its_call_gets_a_hint(module):
+    name = module()
+    with pytest.raises(AppImportError, match=r"write %s:create_app\(\) to call it" % name):
+        load_app(name + ":create_app")
+
+
+FACTORY_LOOKALIKES = '''
+def two_args(environ, start_response):
+    return []
+
+def defaults(environ=None, start_response=None):
+    return []
+
+def varargs(*args):
+    return []
+
+class App:
+    def __call__(self, environ, start_response):
+        return []
+
+instance = App()
+'''
+
+
+@pytest.mark.parametrize("name", ["two_args", "defaults", "varargs", "instance", "App"])
+def test_wsgi_callables_are_not_taken_for_factories(module, name):
+    assert callable(load_app(module(FACTORY_LOOKALIKES) + ":" + name))
+
+
+@pytest.mark.parametrize("spec, hint", [("app.py", "app:app"), ("app.py:application", "app:application"),
+                                        ("src/site/app.py", "app:app")])
+def test_a_file_name_gets_a_module_hint(spec, hint):
+    with pytest.raises(AppImportError, match="is a file name: write MODULE:APP, e.g. " + hint):
+        load_app(spec)
