@@ -147,7 +147,7 @@ class Channel:
 
     # -- reading (loop thread) ----------------------------------------------------------
 
-    def on_readable(self) -> None:
+    def on_readable(self, _mask: int = 1) -> None:
         self.reap_finished()
         try:
             view = self.server.loop.recv_view
@@ -176,8 +176,9 @@ class Channel:
             self.record_started = time.monotonic()
         for event in events:
             if self.state is LOST or self.state is CLOSED:
-                return  # dropped while handling an earlier record
+                break  # dropped while handling an earlier record
             self._handle(event)
+        self.server.schedule_admitted()
 
     def _handle(self, event) -> None:
         kind = type(event)
@@ -252,7 +253,8 @@ class Channel:
                 return False
             request.bytes_out += size
             if end:
-                self._after_end_locked()
+                if self.state is CLOSING or self.deferred:
+                    self._after_end_locked()
             elif output.backlogged:
                 return output.wait_locked() and not request.aborted
         return True

@@ -120,7 +120,10 @@ class EventLoop:
         next_tick = time.monotonic() + TICK
         while True:
             for key, mask in select(TICK):
-                self._guarded(key.data, mask)
+                try:
+                    key.data(mask)
+                except Exception:
+                    self._callback_failed(key.data)
             now = time.monotonic()
             if self._attention or self._write_wanted:
                 self._attend(now)
@@ -137,14 +140,13 @@ class EventLoop:
                 pool.give_loop_back()
                 return False
 
-    def _guarded(self, callback, mask: int) -> None:
-        try:
-            callback(mask)
-        except Exception:
-            channel = getattr(callback, "__self__", None)
-            log.exception("internal error in the I/O loop%s", " on %r" % channel if channel else "")
-            if isinstance(channel, Channel):
-                channel.lose("internal error")
+    def _callback_failed(self, callback) -> None:
+        """Every exception in the loop ends here: logged with its traceback,
+        and only the connection it came from is lost."""
+        channel = getattr(callback, "__self__", None)
+        log.exception("internal error in the I/O loop%s", " on %r" % channel if channel else "")
+        if isinstance(channel, Channel):
+            channel.lose("internal error")
 
     def _stopped(self, now: float) -> bool:
         if not self.stopping:
@@ -193,14 +195,16 @@ class EventLoop:
         current = self._interest.get(fd, 0)
         if events == current:
             return
+        # Reading only (nearly always): straight to on_readable, one call less.
+        callback = channel.on_readable if events == selectors.EVENT_READ else channel.on_event
         if not events:
             self._unregister_fd(channel.sock)
             del self._interest[fd]
         elif not current:
-            self.selector.register(channel.sock, events, channel.on_event)
+            self.selector.register(channel.sock, events, callback)
             self._interest[fd] = events
         else:
-            self.selector.modify(channel.sock, events, channel.on_event)
+            self.selector.modify(channel.sock, events, callback)
             self._interest[fd] = events
 
     def stop_reading(self, channel: Channel) -> None:
@@ -279,7 +283,10 @@ class EventLoop:
 
     def _tick(self, now: float) -> None:
         for channel in list(self.channels.values()):
-            self._guarded(lambda _mask, c=channel: self._check_timers(c, now), 0)
+            try:
+                self._check_timers(channel, now)
+            except Exception:
+                self._callback_failed(channel.on_event)
         for callback in self.on_tick:
             try:
                 callback()

@@ -57,6 +57,17 @@ class Output:
         if self._queue:
             self._enqueue(data, 0)
             return True
+        if type(data) is bytes:  # the common case: a whole small response
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+                return False
+            if sent < len(data):
+                self._enqueue(data, sent)
+            return True
         if not isinstance(data, list):
             data = [data]
         start = 0

@@ -92,6 +92,7 @@ class Server:
         self.streaming_cap = max(1, threads // 2)
         self.streaming = 0  # requests in threads with their body still arriving
         self.body_waiters: collections.deque = collections.deque()  # started, waiting for a streaming slot
+        self._admitted: collections.deque = collections.deque()  # started during the read being handled
         self._count_lock = threading.Lock()
         self.requests_started = 0
         self.requests_ended = 0
@@ -176,7 +177,16 @@ class Server:
             log.warning("all %d threads busy and %d requests waiting: answering 503", self.threads, self.max_queue)
             self.refuse(request, "503 Service Unavailable")
             return
-        self._schedule(request)
+        # Scheduled once the rest of this read is handled: a GET's empty
+        # FCGI_STDIN usually follows its params in the same read, and a request
+        # whose input is complete may run in the loop thread without a hand-off.
+        self._admitted.append(request)
+
+    def schedule_admitted(self) -> None:
+        """After a read: the requests it started go to threads (or wait)."""
+        admitted = self._admitted
+        while admitted:
+            self._schedule(admitted.popleft())
 
     def _register(self, channel: Channel, event: RequestStarted) -> Request:
         now = time.monotonic()
@@ -236,12 +246,13 @@ class Server:
     # -- input (loop thread) ------------------------------------------------------------
 
     def feed_body(self, request: Request, data: bytes) -> None:
-        request.input_progress = time.monotonic()
         body = request.body
         if not data:
             body.feed_eof()
-            self._input_completed(request)
+            if self.body_waiters:
+                self._input_completed(request)
             return
+        request.input_progress = time.monotonic()
         if self.max_body_size and body.received + len(data) > self.max_body_size:
             log.warning("%r: request body of %d bytes exceeds --max-body-size %d: answering 413",
                         request.channel, body.received + len(data), self.max_body_size)
@@ -264,7 +275,7 @@ class Server:
             self.fail_request(request, "cannot store FCGI_DATA: %s" % (exc.strerror or exc), exc)
 
     def _input_completed(self, request: Request) -> None:
-        if request.input_complete() and not request.dispatched and request in self.body_waiters:
+        if not request.dispatched and request.input_complete() and request in self.body_waiters:
             self.body_waiters.remove(request)
             self._schedule(request)
 

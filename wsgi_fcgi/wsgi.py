@@ -27,8 +27,6 @@ app_log = logging.getLogger("wsgi_fcgi.app")
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
-#: Values the web server sends that a WSGI app sees under another name only.
-_DROPPED_PARAMS = frozenset(("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"))
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # RFC 9110 5.5: a field value is visible characters, SP, HTAB and obs-text.
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
@@ -101,25 +99,23 @@ def params_to_environ(params: list) -> dict:
     wins (configs override Debian's `$host` with `$http_host` to keep the
     port).  Linear in the number of pairs.
     """
-    environ: dict = {}
-    repeated: Optional[dict] = None
-    for raw_name, raw_value in params:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if name in environ and name.startswith("HTTP_") and name != "HTTP_HOST":
-            if repeated is None:
-                repeated = {}
-            values = repeated.get(name)
-            if values is None:
-                repeated[name] = values = [environ[name]]
-            values.append(value)
-        environ[name] = value
-    if repeated:
-        for name, values in repeated.items():
-            environ[name] = ("; " if name == "HTTP_COOKIE" else ", ").join(values)
-    for name in _DROPPED_PARAMS.intersection(environ):
-        del environ[name]
+    environ = {name.decode("latin-1"): value.decode("latin-1") for name, value in params}
+    if len(environ) < len(params):  # a name came more than once (rare): the last value stands but for headers
+        _join_repeated_headers(environ, params)
+    environ.pop("HTTP_CONTENT_LENGTH", None)
+    environ.pop("HTTP_CONTENT_TYPE", None)
     return environ
+
+
+def _join_repeated_headers(environ: dict, params: list) -> None:
+    values: dict = {}
+    for raw_name, raw_value in params:
+        if raw_name.startswith(b"HTTP_") and raw_name != b"HTTP_HOST":
+            values.setdefault(raw_name, []).append(raw_value.decode("latin-1"))
+    for raw_name, header_values in values.items():
+        if len(header_values) > 1:
+            separator = "; " if raw_name == b"HTTP_COOKIE" else ", "
+            environ[raw_name.decode("latin-1")] = separator.join(header_values)
 
 
 def request_path(environ: dict) -> str:
