@@ -20,9 +20,12 @@ def test_ondemand_pool_starts_from_zero_grows_and_goes_back_to_zero(start_site):
     first = requests.post(url + "/pid", data=b"first", timeout=20)
     cold = time.monotonic() - started
     assert first.status_code == 200 and int(first.text) in children_of(server.pid)
-    started = time.monotonic()
-    assert requests.post(url + "/pid", data=b"second", timeout=20).status_code == 200
-    warm = time.monotonic() - started
+    warms = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert requests.post(url + "/pid", data=b"next", timeout=20).status_code == 200
+        warms.append(time.monotonic() - started)
+    warm = min(warms)
     assert cold > warm  # the first one waited for a fork and the app's import
     print("first request after idle: %.0f ms, next: %.1f ms" % (cold * 1000, warm * 1000))
 
