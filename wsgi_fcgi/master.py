@@ -508,9 +508,9 @@ class Master:
             return
         self.stopping = True
         log.info("master: %s stop", "graceful" if graceful else "quick")
-        if not self.handed_over:  # (after USR2 the new master's workers adopt them)
+        if not self.handed_over:  # after USR2 the new master's workers adopt them, and the service goes on
             self.handoff.close_pool()  # kept connections are closed now: no worker will adopt them
-        systemd.stopping("%s stop" % ("graceful" if graceful else "quick"))
+            systemd.stopping("%s stop" % ("graceful" if graceful else "quick"))
         for worker in self.workers.values():
             self._stop_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
 
