@@ -91,6 +91,7 @@ class Channel:
         self.had_request = False
         self.peer_closed = False  # the peer's FIN arrived: nothing more to read
         self.handoff = False  # when CLOSING and idle: pass the socket on rather than close it
+        self.reusable = True  # no request asked to close it (FCGI_KEEP_CONN clear): it may be handed on
         self.close_reason = ""
 
     def __repr__(self) -> str:
@@ -336,9 +337,16 @@ class Channel:
     def close_when_idle(self, reason: str, handoff: bool = False) -> None:
         """Close (or hand over) at the first moment nothing is in flight."""
         with self.output.lock:
-            self.handoff = handoff
+            self.handoff = handoff and self.reusable
             self._set_state(CLOSING, reason)
         self.server.loop.notify(self)
+
+    def close_after_requests(self, reason: str) -> None:
+        """Close once the live requests are answered, and never hand it on:
+        the web server waits for our close (FCGI_KEEP_CONN clear)."""
+        with self.output.lock:
+            self.reusable = self.handoff = False
+            self._set_state(CLOSING, reason)
 
     def finish_closing(self, now: float) -> None:
         """A CLOSING connection that is idle: hand it over, or FIN and drain."""

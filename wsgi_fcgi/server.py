@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Optional, Union
 
 from . import protocol as p
 from .body import ClientDisconnected
-from .channel import CLOSING, OPEN, Channel
+from .channel import Channel
 from .connection import ParamsTooLarge, RequestStarted
 from .handoff import Handoff
 from .listeners import PeerFilter, bind_listeners, listener_address, remove_unix_socket, warn_if_exposed
@@ -162,9 +162,10 @@ class Server:
 
     def start_request(self, channel: Channel, event: RequestStarted) -> None:
         request = self._register(channel, event)
-        if not event.keep_conn and channel.state is OPEN:
-            # nginx without fastcgi_keep_conn waits for our close, not for END_REQUEST
-            channel.set_state(CLOSING, "FCGI_KEEP_CONN clear")
+        if not event.keep_conn:
+            # nginx without fastcgi_keep_conn waits for our close, not for END_REQUEST:
+            # the connection is never handed to another worker then
+            channel.close_after_requests("FCGI_KEEP_CONN clear")
         if self.max_body_size and event.role != p.AUTHORIZER:
             length = content_length_of(event.params)
             if length is not None and length > self.max_body_size:

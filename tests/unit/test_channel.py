@@ -215,3 +215,16 @@ def test_management_records_do_not_keep_a_connection_alive(engine):
     peer.sendall(p.encode_get_values([p.MAX_REQS]) + p.encode_record(p.STDIN, 7))
     channel.on_readable()
     assert channel.idle_since == idle_since  # only requests count for --keep-alive
+
+
+def test_a_connection_whose_request_asked_to_close_is_never_handed_on(engine):
+    # nginx without fastcgi_keep_conn waits for our close: handing the socket
+    # to another worker (which keeps it open) would leave nginx waiting.
+    channel, peer = new_channel(engine)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/x")))
+    channel.on_readable()
+    channel.close_when_idle("server stopping", handoff=True)
+    assert not channel.handoff
+    run_ready(engine)
+    responses(peer, 1)
+    assert peer.recv(1) == b"" and channel.state is DRAINING
