@@ -6,6 +6,7 @@ FastCGI requests on a new connection each, straight to the socket."""
 
 import os
 import signal
+import socket
 import time
 
 from support import FastCGILoad, PostLoop, children_of, wait_children, wait_for
@@ -100,3 +101,34 @@ def test_usr2_on_a_unix_socket_keeps_the_socket_file(start_wsgi_fcgi, tmp_path):
     finally:
         os.kill(new_master, signal.SIGTERM)
         wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+
+
+def test_usr2_tells_systemd_the_new_main_pid_and_never_stopping(start_wsgi_fcgi, tmp_path):
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(0.2)
+    pid_file = tmp_path / "master.pid"
+    server = start_wsgi_fcgi("masterapp:app", "--pid", str(pid_file),
+                             env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    server.send_signal(signal.SIGUSR2)
+    new_master = wait_for(lambda: _pid_in(pid_file) not in (None, server.pid) and _pid_in(pid_file), 30,
+                          interval=0.05, what="the new master's pid file")
+    messages = []
+    try:
+        assert server.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # all of them: until the new READY came and then a quiet 0.2 s
+            try:
+                text = notify.recv(4096).decode()
+            except socket.timeout:
+                if any(m.get("MAINPID") == str(new_master) for m in messages):
+                    break
+                continue
+            messages.append(dict(line.split("=", 1) for line in text.splitlines() if "=" in line))
+    finally:
+        notify.close()
+        os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+    assert any(m.get("READY") == "1" and m.get("MAINPID") == str(server.pid) for m in messages), messages
+    assert any(m.get("READY") == "1" and m.get("MAINPID") == str(new_master) for m in messages), messages
+    assert not any("STOPPING" in m for m in messages), messages  # the service never stopped
