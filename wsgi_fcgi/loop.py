@@ -57,6 +57,7 @@ class EventLoop:
         self.stopping = False
         self.done = False
         self.connections_accepted = 0
+        self.next_tick = time.monotonic() + TICK
         self.on_tick: list[Callable[[], None]] = []
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
 
@@ -117,7 +118,6 @@ class EventLoop:
         the standby back to the loop thread."""
         pool = self.server.pool
         select = self.selector.select
-        next_tick = time.monotonic() + TICK
         while True:
             for key, mask in select(TICK):
                 try:
@@ -127,8 +127,8 @@ class EventLoop:
             now = time.monotonic()
             if self._attention or self._write_wanted:
                 self._attend(now)
-            if now >= next_tick:
-                next_tick = now + TICK
+            if now >= self.next_tick:  # on the loop, not per run(): the selector may change hands often
+                self.next_tick = now + TICK
                 self._tick(now)
             if self.stop_at is not None and self._stopped(now):
                 self.done = True

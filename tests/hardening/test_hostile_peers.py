@@ -259,3 +259,49 @@ def test_an_idle_pool_sleeps(start_wsgi_fcgi):
     time.sleep(5)
     rate = (sum(_context_switches(pid) for pid in pids) - before) / 5
     assert rate < 25, "%.1f wake-ups a second at rest (master + 2 workers x 8 threads)" % rate
+
+
+def _peak_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+
+@pytest.mark.parametrize("chunk_mib, chunks", [(200, 1), (16, 4), (1, 40)])
+def test_large_response_chunks_are_not_copied(start_wsgi_fcgi, chunk_mib, chunks):
+    # The app's own chunk is the only copy of the body in memory: framing,
+    # the head and a peer slower than the app add less than 16 MiB.
+    server = start_wsgi_fcgi("envapp:app", "--no-master", "--threads", "2")
+    baseline = _peak_rss_kib(server.proc.pid)
+    size = chunk_mib << 20
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(client.encode_request(1, client.cgi_params("GET", "/stream?n=%d&size=%d" % (chunks, size)),
+                                           keep_conn=True))
+        parser = p.RecordParser()
+        received = 0
+        done = False
+        while not done:
+            time.sleep(0.001)  # a reader slower than the app: output queues up
+            for record in parser.feed(sock.recv(1 << 20)):
+                if record.type == p.STDOUT:
+                    received += len(record.content)
+                done = done or record.type == p.END_REQUEST
+    assert received > chunks * size
+    growth_mib = (_peak_rss_kib(server.proc.pid) - baseline) / 1024
+    assert growth_mib < chunk_mib + 16, "peak RSS grew %.0f MiB for %d MiB chunks" % (growth_mib, chunk_mib)
+
+
+def test_heartbeats_go_on_while_the_selector_changes_hands(start_wsgi_fcgi):
+    # Back-to-back requests over 10 ms hand the selector between the loop
+    # thread and the standby many times a second; the once-a-second tick
+    # (heartbeats, timers) must still run, or the master kills the worker.
+    server = start_wsgi_fcgi("masterapp:app", "--workers", "1", "--threads", "4", "--timeout", "2")
+    with FcgiConnection(server.address) as conn:
+        deadline = time.monotonic() + 6
+        request_id = 0
+        while time.monotonic() < deadline:
+            request_id = request_id % 100 + 1
+            conn.send_request(request_id, "/spin?s=0.015")
+            assert conn.wait_ended(request_id)[request_id].status == 200
+            conn.records.clear()
+    assert "no heartbeat" not in server.log()
