@@ -52,6 +52,7 @@ class EventLoop:
         self._attention: collections.deque = collections.deque()  # channels other threads flagged
         self._write_wanted: collections.deque = collections.deque()
         self.accepting = False
+        self.paused_busy = False  # not accepting while every thread is busy (a pool of workers)
         self.stop_at: Optional[float] = None  # graceful stop deadline
         self._stop_handoff = False
         self.stopping = False
@@ -136,6 +137,9 @@ class EventLoop:
                 return True
             if self.ready and not pool.dispatch(self.ready, inline):
                 return False
+            if self.paused_busy and not self.server.all_threads_busy():
+                self.paused_busy = False
+                self._resume_accepting()
             if pool.loop_wanted and not inline:
                 pool.give_loop_back()
                 return False
@@ -217,6 +221,12 @@ class EventLoop:
             if len(self.channels) >= self.max_connections:
                 self._pause_accepting()
                 return
+            if self.server.all_threads_busy():
+                # Other workers of the pool take new connections meanwhile, as
+                # php-fpm's children do: a busy worker does not hoard them.
+                self.paused_busy = True
+                self._pause_accepting()
+                return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -282,6 +292,9 @@ class EventLoop:
     # -- timers and stopping -----------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        if self.paused_busy and not self.server.all_threads_busy():
+            self.paused_busy = False
+            self._resume_accepting()
         for channel in list(self.channels.values()):
             try:
                 self._check_timers(channel, now)

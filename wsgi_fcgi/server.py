@@ -69,7 +69,8 @@ class Server:
         allowed = settings["allowed_servers"]
         self.peers = (PeerFilter.from_setting(allowed) if isinstance(allowed, str) or allowed is None
                       else PeerFilter(allowed))
-        self.base_environ = base_environ(multithread=threads > 1, multiprocess=settings["multiprocess"])
+        self.multiprocess = settings["multiprocess"]
+        self.base_environ = base_environ(multithread=threads > 1, multiprocess=self.multiprocess)
         # Spec 4.1: what one connection accepts (more live ids get FCGI_OVERLOADED,
         # more than threads + queue get 503), so a multiplexing peer can trust it.
         per_connection = min(settings["max_requests_per_connection"], threads + self.max_queue)
@@ -157,6 +158,11 @@ class Server:
 
     def live_requests(self) -> int:
         return self.requests_started - self.requests_ended
+
+    def all_threads_busy(self) -> bool:
+        """Every thread has a request (only said in a pool of worker processes,
+        where another worker can take new connections)."""
+        return self.multiprocess and self.requests_started - self.requests_ended >= self.threads
 
     # -- admitting and scheduling (loop thread) ------------------------------------------
 

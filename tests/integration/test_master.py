@@ -117,3 +117,21 @@ def test_a_bad_access_log_format_is_one_line_at_start_up(start_wsgi_fcgi, tmp_pa
     assert server.wait(20) == 1
     assert server.log().strip() == ("wsgi-fcgi: error: --access-log-format: unknown atom {no_such_atom} "
                                     "(see the README for the list)")
+
+
+def test_a_busy_worker_leaves_new_connections_to_idle_ones(start_wsgi_fcgi):
+    # Every thread of a worker busy: it stops accepting until one is free, so
+    # a new connection goes to an idle worker instead of waiting behind it.
+    import threading
+    from wsgi_fcgi import client
+    server = start_wsgi_fcgi("masterapp:app", "--workers", "2", "--threads", "1", "--status-path", "/status")
+    wait_for(lambda: len(worker_pids(server.address)) == 2, 20, what="two workers")
+    for _ in range(5):
+        slow = threading.Thread(target=client.request, args=(server.address, "GET", "/sleep?s=1.5"),
+                                kwargs={"timeout": 10})
+        slow.start()
+        time.sleep(0.4)  # the slow request holds its worker's only thread now
+        started = time.monotonic()
+        assert client.request(server.address, "GET", "/pid", timeout=10).status == 200
+        assert time.monotonic() - started < 1.0, "a new connection waited behind a busy worker"
+        slow.join(10)
