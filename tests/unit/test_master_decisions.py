@@ -1,0 +1,185 @@
+"""The master's decisions (boot, restart, recycle, reload, crash-loop guard,
+heartbeats, dynamic pool) without forking: `spawn` and `_kill` record what
+the master would do, and the test writes the workers' scoreboard slots."""
+
+import signal
+import time
+
+import pytest
+
+from wsgi_fcgi.master import Master
+from wsgi_fcgi.scoreboard import READY, RETIRING, STARTING, Slot
+from wsgi_fcgi.settings import Settings
+from wsgi_fcgi.worker import BOOT_FAILED
+
+
+class DryMaster(Master):
+    def __init__(self, **values):
+        super().__init__(Settings(values, app="app:app"), sockets=[])
+        self.signals_sent = []  # (pid, signal)
+        self._next_pid = 1000
+
+    def spawn(self):
+        from wsgi_fcgi.master import WorkerProcess
+        used = {w.index for w in self.workers.values()}
+        index = next(i for i in range(self.scoreboard.slots) if i not in used)
+        self._next_pid += 1
+        worker = WorkerProcess(self._next_pid, index, self.generation, time.monotonic())
+        self.workers[worker.pid] = worker
+        self.set_state(worker, STARTING)
+        return worker
+
+    def _kill(self, worker, sig):
+        self.signals_sent.append((worker.pid, sig))
+
+    # -- what the workers would publish ----------------------------------------------
+
+    def set_state(self, worker, state, **fields):
+        fields.setdefault("heartbeat", time.monotonic())
+        slot = Slot(pid=worker.pid, generation=worker.generation, state=state, threads=self.settings.threads,
+                    idle_since=time.monotonic(), **fields)
+        self.scoreboard.write(worker.index, slot)
+
+    def all_ready(self):
+        for worker in self.workers.values():
+            if not worker.stop_sent:
+                self.set_state(worker, READY)
+
+    def exited(self, worker, status):
+        """As _reap does, with a wait status."""
+        del self.workers[worker.pid]
+        slot = self.scoreboard.fold(worker.index)
+        self._worker_exited(worker, slot.state, status)
+
+    def tick(self):
+        now = time.monotonic()
+        self._check_heartbeats(now)
+        self._finish_reload()
+        self._maintain(now)
+
+    def live_pids(self):
+        return sorted(w.pid for w in self._live())
+
+
+def exit_status(code):
+    return code << 8
+
+
+def killed_by(sig):
+    return int(sig)
+
+
+def test_boots_one_worker_first_then_the_rest_once_it_is_ready():
+    master = DryMaster(workers=3)
+    master.tick()
+    assert len(master.workers) == 1  # a broken app fails once, not three times
+    master.all_ready()
+    master.tick()
+    assert len(master.workers) == 3 and master.ever_ready
+
+
+def test_an_app_that_cannot_load_at_boot_stops_the_master_with_1():
+    master = DryMaster(workers=2)
+    master.tick()
+    (worker,) = master.workers.values()
+    master.exited(worker, exit_status(BOOT_FAILED))
+    assert master.stopping and master.exit_code == 1
+
+
+def test_a_worker_that_dies_is_replaced():
+    master = DryMaster(workers=2)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    victim = next(iter(master.workers.values()))
+    master.exited(victim, killed_by(signal.SIGKILL))
+    master.tick()
+    assert len(master.workers) == 2 and victim.pid not in master.workers
+
+
+def test_a_retiring_worker_is_replaced_before_it_exits():
+    # --max-requests: the worker says RETIRING, finishes its requests; its
+    # replacement starts at once, so the pool never runs short.
+    master = DryMaster(workers=2)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    retiring = next(iter(master.workers.values()))
+    master.set_state(retiring, RETIRING)
+    master.tick()
+    assert len(master.workers) == 3 and retiring.pid not in master.live_pids()
+    master.exited(retiring, exit_status(0))
+    assert not master.deaths  # a planned exit is no crash
+
+
+def test_the_crash_loop_guard_backs_off():
+    master = DryMaster(workers=2, restart_threshold=3, restart_window=60)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    for _ in range(3):
+        worker = next(iter(master.workers.values()))
+        master.exited(worker, killed_by(signal.SIGSEGV))
+        master.tick()
+    assert master.backoff >= 1.0 and master.spawn_after > time.monotonic()
+    count = len(master.workers)
+    master.tick()
+    assert len(master.workers) == count  # nothing started while backing off
+
+
+def test_a_silent_worker_is_killed_after_timeout():
+    master = DryMaster(workers=1, timeout=5)
+    master.tick()
+    master.all_ready()
+    (worker,) = master.workers.values()
+    slot = master.scoreboard.read(worker.index)
+    slot.heartbeat = time.monotonic() - 6
+    master.scoreboard.write(worker.index, slot)
+    worker.spawned -= 10
+    master.tick()
+    assert (worker.pid, signal.SIGKILL) in master.signals_sent
+
+
+def test_reload_starts_new_workers_and_stops_the_old_once_they_are_ready():
+    master = DryMaster(workers=2)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    old = set(master.workers)
+    master.reload()
+    master.tick()
+    new = set(master.workers) - old
+    assert len(new) == 2 and not any(sig for pid, sig in master.signals_sent if pid in old)
+    for pid in new:
+        master.set_state(master.workers[pid], READY)
+    master.tick()
+    assert sorted(pid for pid, sig in master.signals_sent if sig == signal.SIGTERM) == sorted(old)
+
+
+def test_a_reload_whose_app_cannot_load_keeps_the_old_workers():
+    master = DryMaster(workers=1)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    (old,) = master.workers
+    master.reload()
+    master.tick()
+    (new,) = set(master.workers) - {old}
+    master.exited(master.workers[new], exit_status(BOOT_FAILED))
+    master.tick()
+    assert master.generation == 1 and not master.stopping
+    assert old in master.workers and (old, signal.SIGTERM) not in master.signals_sent
+
+
+@pytest.mark.parametrize("busy, expected", [(0, 2), (2, 3)])
+def test_a_dynamic_pool_keeps_its_spare_workers(busy, expected):
+    master = DryMaster(workers=4, pm="dynamic", start_workers=2, min_spare_workers=1, max_spare_workers=2)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    assert len(master.workers) == 2
+    for worker in list(master.workers.values())[:busy]:
+        master.set_state(worker, READY, active=1)
+    master.next_pool_tick = 0
+    master.tick()
+    assert len(master.live_pids()) == expected
