@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import ROOT, WsgiFcgi, wait_children  # noqa: E402
+
 from wsgi_fcgi import client  # noqa: E402
 
 DJANGO = ROOT / "examples" / "django_app"

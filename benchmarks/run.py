@@ -76,7 +76,7 @@ def ratios(doc: dict) -> dict:
     for a, sa in by_name.items():
         for b, sb in by_name.items():
             if a != b and len(sa["rps"]) == len(sb["rps"]):
-                per_round = sorted(x / y for x, y in zip(sa["rps"], sb["rps"]) if y)
+                per_round = sorted(x / y for x, y in zip(sa["rps"], sb["rps"], strict=False) if y)
                 if per_round:
                     result[(a, b)] = per_round[len(per_round) // 2]
     return result

@@ -10,9 +10,9 @@ SIGTERM; then stops both by PID and removes the directory.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
@@ -175,7 +175,7 @@ def serve(tmp: Path, port: int, stopping: threading.Event) -> int:
         return 0
     finally:
         # nginx first (QUIT: finish the requests in flight), then the app server (TERM: graceful).
-        for child, sig in reversed(list(zip(children, (signal.SIGTERM, signal.SIGQUIT)))):
+        for child, sig in reversed(list(zip(children, (signal.SIGTERM, signal.SIGQUIT), strict=False))):
             stop(child, sig)
 
 

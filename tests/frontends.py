@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 from support import ROOT, Process, can_connect, free_port, wait_for
 
@@ -40,7 +39,7 @@ class WebServer(Process):
 
     name = "web server"
 
-    def __init__(self, tmp: Path, cmd, port: int, env: Optional[dict] = None) -> None:
+    def __init__(self, tmp: Path, cmd, port: int, env: dict | None = None) -> None:
         self.tmp = tmp
         self.port = port
         self.url = "http://127.0.0.1:%d" % port

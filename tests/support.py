@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -58,8 +58,8 @@ def can_connect(address: str) -> bool:
 class Process:
     """A child process in its own session, its output in a log file."""
 
-    def __init__(self, cmd: Sequence[str], log_path: Path, *, cwd: Optional[Path] = None,
-                 env: Optional[dict] = None, stdin=subprocess.DEVNULL, pass_fds=(), preexec_fn=None) -> None:
+    def __init__(self, cmd: Sequence[str], log_path: Path, *, cwd: Path | None = None,
+                 env: dict | None = None, stdin=subprocess.DEVNULL, pass_fds=(), preexec_fn=None) -> None:
         self.cmd = [str(c) for c in cmd]
         self.log_path = Path(log_path)
         self._log_file = open(self.log_path, "ab")
@@ -81,7 +81,7 @@ class Process:
     def wait(self, timeout: float) -> int:
         return self.proc.wait(timeout)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         """Signal the process, wait, then kill its whole process group."""
         code = self.proc.poll()
         if code is None:
@@ -103,7 +103,7 @@ class Process:
         return code
 
 
-def project_env(extra: Optional[dict] = None) -> dict:
+def project_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(APPS), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -116,8 +116,8 @@ def project_env(extra: Optional[dict] = None) -> dict:
 class WsgiFcgi(Process):
     """`python -m wsgi_fcgi ... APP`, listening on `address` (a free port by default)."""
 
-    def __init__(self, app: str, tmp: Path, *args: str, address: Optional[str] = None,
-                 cwd: Optional[Path] = None, env: Optional[dict] = None, wait: bool = True,
+    def __init__(self, app: str, tmp: Path, *args: str, address: str | None = None,
+                 cwd: Path | None = None, env: dict | None = None, wait: bool = True,
                  log_name: str = "wsgi_fcgi.log", **popen) -> None:
         self.address = address or "127.0.0.1:%d" % free_port()
         cmd = [PYTHON, "-m", "wsgi_fcgi", "--bind", self.address, *args, app]
@@ -144,7 +144,7 @@ def worker_answers(address: str) -> bool:
             sock.sendall(protocol.encode_get_values([protocol.MAX_CONNS]))
             sock.recv(1024)
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True
@@ -191,8 +191,8 @@ class Nginx(Process):
     sits next to nginx.conf, so `include fastcgi_params;` works as in /etc/nginx.
     """
 
-    def __init__(self, tmp: Path, server_conf: Optional[str], http_conf: str = "",
-                 port: Optional[int] = None) -> None:
+    def __init__(self, tmp: Path, server_conf: str | None, http_conf: str = "",
+                 port: int | None = None) -> None:
         self.tmp = Path(tmp) / "nginx"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -271,7 +271,7 @@ class FcgiConnection:
         self.sock.sendall(data)
 
     def send_request(self, request_id: int, target: str = "/", body: bytes = b"", *, method: str = "GET",
-                     keep_conn: bool = True, role: Optional[int] = None, data: Optional[bytes] = None,
+                     keep_conn: bool = True, role: int | None = None, data: bytes | None = None,
                      headers=(), extra=()) -> None:
         from wsgi_fcgi import client, protocol
         params = client.cgi_params(method, target, headers=headers, body_length=len(body) if body else None,
@@ -316,7 +316,7 @@ class FcgiConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "FcgiConnection":
+    def __enter__(self) -> FcgiConnection:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -326,6 +326,7 @@ class FcgiConnection:
 def pool_status(address: str, path: str = "/status") -> dict:
     """The --status-path page as JSON, fetched straight over FastCGI."""
     import json
+
     from wsgi_fcgi import client
     response = client.request(address, "GET", path + "?json", timeout=10)
     assert response.status == 200, response
@@ -365,7 +366,7 @@ class RequestLoop:
             else:
                 self.failures.append("%d %s" % (r.status_code, r.text[:200]))
 
-    def stop(self) -> "RequestLoop":
+    def stop(self) -> RequestLoop:
         self._stop.set()
         self._thread.join(20)
         return self
@@ -435,7 +436,7 @@ class PostLoop:
                 else:
                     self.failures.append("%d %s" % (r.status_code, r.text[:200]))
 
-    def stop(self) -> "PostLoop":
+    def stop(self) -> PostLoop:
         self._stop.set()
         self._thread.join(30)
         return self
@@ -482,7 +483,7 @@ class FastCGILoad:
             else:
                 self.failures.append(response.status)
 
-    def stop(self) -> "FastCGILoad":
+    def stop(self) -> FastCGILoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)

@@ -8,7 +8,7 @@ import inspect
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 
 class AppImportError(Exception):

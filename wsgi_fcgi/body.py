@@ -13,7 +13,8 @@ import collections
 import os
 import tempfile
 import threading
-from typing import IO, Iterator, Optional
+from collections.abc import Iterator
+from typing import IO
 
 #: Unread bytes kept in memory before the body moves to a temporary file.
 DEFAULT_SPOOL_SIZE = 1 << 20
@@ -32,21 +33,21 @@ class RequestBody:
     `fastcgi_request_buffering off`) are read whole.
     """
 
-    def __init__(self, spool_size: int = DEFAULT_SPOOL_SIZE, spool_dir: Optional[str] = None) -> None:
+    def __init__(self, spool_size: int = DEFAULT_SPOOL_SIZE, spool_dir: str | None = None) -> None:
         self._lock = threading.Lock()
         # Made only when a reader has to wait: most bodies are complete (or
         # empty) before the app reads them, and a Condition costs ~2 us.
-        self._cond: Optional[threading.Condition] = None
+        self._cond: threading.Condition | None = None
         # In memory: the chunks as they came (no copying on feed), the read
         # position inside the first one, and the unread total.
         self._chunks: collections.deque[bytes] = collections.deque()
         self._offset = 0
         self._buffered = 0
-        self._file: Optional[IO[bytes]] = None  # after spooling: the temporary file
+        self._file: IO[bytes] | None = None  # after spooling: the temporary file
         self._file_read = 0
         self._file_written = 0
         self._eof = False
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._spool_size = spool_size
         self._spool_dir = spool_dir
         self.received = 0
@@ -150,7 +151,7 @@ class RequestBody:
         self._buffered -= size
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def read(self, size: Optional[int] = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         if size is None:
             size = -1
         with self._lock:
@@ -163,7 +164,7 @@ class RequestBody:
             self._wait_for(1)
             return self._take(size)
 
-    def readline(self, size: Optional[int] = -1) -> bytes:
+    def readline(self, size: int | None = -1) -> bytes:
         if size is None:
             size = -1
         parts = []

@@ -35,12 +35,20 @@ import logging
 import selectors
 import socket
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from . import protocol as p
 from .body import ClientDisconnected
-from .connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted, RequestStarted,
-                         ServerConnection, StdinReceived)
+from .connection import (
+    FilterDataReceived,
+    Ignored,
+    ParamsTooLarge,
+    Reply,
+    RequestAborted,
+    RequestStarted,
+    ServerConnection,
+    StdinReceived,
+)
 from .output import Output
 
 if TYPE_CHECKING:
@@ -71,7 +79,7 @@ FIRST_REQUEST_GRACE = 2.0
 class Channel:
     """The engine's side of one connection."""
 
-    def __init__(self, server: "Server", sock: socket.socket, peer) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer) -> None:
         self.server = server
         self.sock = sock
         self.fileno = sock.fileno()
@@ -82,12 +90,12 @@ class Channel:
         self.output = Output(sock, settings["output_buffer_size"], self._on_backlog)
         self.state = OPEN
         self.state_since = self.opened = self.idle_since = time.monotonic()
-        self.requests: dict[int, "Request"] = {}  # live requests by id (loop thread)
+        self.requests: dict[int, Request] = {}  # live requests by id (loop thread)
         self.finished: collections.deque = collections.deque()  # ended by threads, not yet reaped
         self.deferred: collections.deque = collections.deque()  # started, waiting for this connection's turn
         self.live = 0  # requests not yet ended (under output.lock)
         self.running = 0  # requests in pool threads (under the server's count lock)
-        self.record_started: Optional[float] = None  # when the partial record began
+        self.record_started: float | None = None  # when the partial record began
         self.had_request = False
         self.peer_closed = False  # the peer's FIN arrived: nothing more to read
         self.handoff = False  # when CLOSING and idle: pass the socket on rather than close it
@@ -238,7 +246,7 @@ class Channel:
 
     # -- writing (any thread) -----------------------------------------------------------
 
-    def send_response(self, request: "Request", data, end: bool, head: bytes = b"") -> bool:
+    def send_response(self, request: Request, data, end: bool, head: bytes = b"") -> bool:
         """FCGI_STDOUT for `request` (`head` first), then with `end` the empty
         STDOUT and END_REQUEST.  False once the request or connection is gone."""
         size = len(head) + len(data)
@@ -260,13 +268,13 @@ class Channel:
                 return output.wait_locked() and not request.aborted
         return True
 
-    def send_stderr(self, request: "Request", data: bytes) -> None:
+    def send_stderr(self, request: Request, data: bytes) -> None:
         out = p.encode_stream(p.STDERR, request.request_id, data)
         with self.output.lock:
             if not request.ended and not self.output.write_locked(out):
                 self._set_state(LOST, self.output.failed or "write failed")
 
-    def end_from_loop(self, request: "Request", status: str, text: str) -> None:
+    def end_from_loop(self, request: Request, status: str, text: str) -> None:
         """End `request` from the loop (limits, timeouts): the response is
         `status` with `text`, unless the app's head is out already."""
         from .wsgi import simple_response
@@ -286,7 +294,7 @@ class Channel:
                 return
             self._after_end_locked()
 
-    def truncate(self, request: "Request") -> None:
+    def truncate(self, request: Request) -> None:
         """The app failed after its head went out.  No END_REQUEST: the
         connection is shut once the body sent so far is out, so the web server
         sees the response cut (nginx closes the client connection without the
@@ -312,7 +320,7 @@ class Channel:
                 output.fail_locked("peer does not read its answers")
                 self._set_state(LOST, "peer does not read")
 
-    def _end_locked(self, request: "Request") -> None:
+    def _end_locked(self, request: Request) -> None:
         request.ended = True
         self.live -= 1
         self.finished.append(request)

@@ -8,15 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional
 
-from . import __version__
-from . import privileges
+from . import __version__, privileges
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .listeners import bind_listeners, remove_unix_socket
 from .logs import configure_logging
-from .settings import Settings, SettingError, load as load_settings
+from .settings import SettingError, Settings
+from .settings import load as load_settings
 
 log = logging.getLogger("wsgi_fcgi")
 
@@ -28,7 +27,7 @@ def load(settings: Settings):
         fail(str(exc), debug)
 
 
-def main(argv: Optional[list] = None) -> None:
+def main(argv: list | None = None) -> None:
     start_dir = os.getcwd()
     try:
         invocation = load_settings(argv, version=__version__)

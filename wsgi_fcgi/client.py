@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from typing import Iterable, NamedTuple, Optional
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from . import protocol as p
 from .listeners import ConfigError, parse_address
@@ -28,7 +29,7 @@ class Response(NamedTuple):
     app_status: int
     protocol_status: int
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         name = name.lower()
         for key, value in self.headers:
             if key.lower() == name:
@@ -51,7 +52,7 @@ def connect(address: str, timeout: float = 30.0) -> socket.socket:
 
 
 def cgi_params(method: str, target: str, *, headers: Iterable[tuple[str, str]] = (),
-               body_length: Optional[int] = None, server: tuple[str, int] = ("localhost", 80),
+               body_length: int | None = None, server: tuple[str, int] = ("localhost", 80),
                https: bool = False, extra: Iterable[tuple[str, str]] = ()) -> list[tuple[bytes, bytes]]:
     """CGI params as nginx's stock fastcgi_params builds them for `target`."""
     from urllib.parse import unquote_to_bytes
@@ -81,7 +82,7 @@ def cgi_params(method: str, target: str, *, headers: Iterable[tuple[str, str]] =
 
 
 def encode_request(request_id: int, params: list, body: bytes = b"", *, role: int = p.RESPONDER,
-                   keep_conn: bool = False, data: Optional[bytes] = None) -> bytes:
+                   keep_conn: bool = False, data: bytes | None = None) -> bytes:
     """BEGIN_REQUEST, PARAMS, STDIN (and DATA for a filter), each stream closed."""
     out = [p.encode_begin_request(request_id, role, p.KEEP_CONN if keep_conn else 0),
            p.encode_params(request_id, params)]
@@ -92,7 +93,7 @@ def encode_request(request_id: int, params: list, body: bytes = b"", *, role: in
     return b"".join(out)
 
 
-def read_response(sock: socket.socket, request_id: int = 1, parser: Optional[p.RecordParser] = None) -> Response:
+def read_response(sock: socket.socket, request_id: int = 1, parser: p.RecordParser | None = None) -> Response:
     """Read records until this request's END_REQUEST; other ids' records are dropped."""
     parser = parser or p.RecordParser()
     stdout, stderr = [], []
@@ -133,7 +134,7 @@ def parse_cgi_response(output: bytes, stderr: bytes, end: p.EndRequest) -> Respo
 
 def request(address: str, method: str = "GET", target: str = "/", *, headers=(), body: bytes = b"",
             extra_params=(), timeout: float = 30.0, role: int = p.RESPONDER,
-            data: Optional[bytes] = None) -> Response:
+            data: bytes | None = None) -> Response:
     """One request on a new connection."""
     params = cgi_params(method, target, headers=headers,
                         body_length=len(body) if body or method in ("POST", "PUT", "PATCH") else None,
@@ -156,7 +157,7 @@ def get_values(address: str, names=(p.MAX_CONNS, p.MAX_REQS, p.MPXS_CONNS), time
                     return {k.decode("latin-1"): v.decode("latin-1") for k, v in p.decode_pairs(record.content)}
 
 
-def main(argv: Optional[list] = None) -> None:
+def main(argv: list | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wsgi_fcgi.client",
                                      description="Send one FastCGI request and print the response.")
     parser.add_argument("--connect", required=True, metavar="ADDR", help="HOST:PORT, [IPv6]:PORT or unix:PATH")

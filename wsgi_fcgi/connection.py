@@ -11,7 +11,7 @@ the request id for reuse (spec 3.3: ids are live from BEGIN to END).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 from . import protocol as p
 
@@ -58,8 +58,8 @@ class Ignored(NamedTuple):
     reason: str
 
 
-Event = Union[RequestStarted, StdinReceived, FilterDataReceived, RequestAborted,
-              ParamsTooLarge, Reply, Ignored]
+Event = (RequestStarted | StdinReceived | FilterDataReceived | RequestAborted | ParamsTooLarge | Reply
+         | Ignored)
 
 # Per-request input states.
 _PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
@@ -87,7 +87,7 @@ class ServerConnection:
     with huge unfinished params must not multiply the limit).
     """
 
-    def __init__(self, *, values: Optional[dict[bytes, bytes]] = None,
+    def __init__(self, *, values: dict[bytes, bytes] | None = None,
                  max_requests: int = 100, max_params_size: int = 1 << 20) -> None:
         self._parser = p.RecordParser()
         self._requests: dict[int, _RequestState] = {}
@@ -159,7 +159,7 @@ class ServerConnection:
             events.append(Ignored(record, "a web server does not send %s"
                                   % p.RECORD_TYPE_NAMES.get(rtype, "record type %d" % rtype)))
 
-    def _begin(self, request_id: int, request: Optional[_RequestState],
+    def _begin(self, request_id: int, request: _RequestState | None,
                content: bytes, events: list[Event]) -> None:
         if request is not None:
             raise p.ProtocolError("FCGI_BEGIN_REQUEST for request id %d, which is still active"

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
 
 from gunicorn.workers.base import Worker
 
@@ -79,14 +78,14 @@ class _RunningRequest:
     def __init__(self, environ: dict, req: RequestInfo) -> None:
         self.environ = environ
         self.req = req
-        self.status: Optional[str] = None
+        self.status: str | None = None
         self.headers: list = []
 
 
 class FastCGIWorker(Worker):
     """gunicorn worker: FastCGI on gunicorn's listeners with wsgi_fcgi's engine."""
 
-    server: Optional[Server] = None
+    server: Server | None = None
 
     def run(self) -> None:
         cfg = self.cfg

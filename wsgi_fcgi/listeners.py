@@ -7,7 +7,8 @@ import logging
 import os
 import socket
 import stat
-from typing import Iterable, NamedTuple, Optional
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from .errors import ConfigError
 
@@ -205,7 +206,7 @@ def listener_address(sock: socket.socket) -> str:
     return _format_host_port(host, port)
 
 
-def created_socket_path(sock: socket.socket) -> Optional[str]:
+def created_socket_path(sock: socket.socket) -> str | None:
     """The socket file of `sock` if this process created it and it is still
     that file (not one a newer server bound at the same path since)."""
     if sock.family != socket.AF_UNIX:
@@ -233,7 +234,7 @@ def remove_unix_socket(sock: socket.socket) -> None:
 class PeerFilter:
     """`--allowed-servers` / FCGI_WEB_SERVER_ADDRS (spec 2.2): who may connect over TCP."""
 
-    def __init__(self, allowed: Optional[Iterable[str]]) -> None:
+    def __init__(self, allowed: Iterable[str] | None) -> None:
         self.networks = []
         for item in allowed or ():
             item = item.strip()
@@ -245,7 +246,7 @@ class PeerFilter:
                 raise ConfigError("--allowed-servers: %r is not an IP address or network" % item) from None
 
     @classmethod
-    def from_setting(cls, setting: Optional[str]) -> "PeerFilter":
+    def from_setting(cls, setting: str | None) -> PeerFilter:
         if setting is None:
             setting = os.environ.get("FCGI_WEB_SERVER_ADDRS", "")
         return cls(setting.split(","))

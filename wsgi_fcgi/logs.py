@@ -16,7 +16,6 @@ import logging.handlers
 import os
 import sys
 import threading
-from typing import Optional
 
 from .errors import ConfigError
 
@@ -43,7 +42,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str = LOG_FORMAT) -> None:
         super().__init__(fmt)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return rfc3339(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -77,7 +76,7 @@ def open_handler(path: str) -> logging.Handler:
     return logging.StreamHandler(sys.stderr) if path == "-" else logging.handlers.WatchedFileHandler(path)
 
 
-def configure_logging(level: str, error_log: str, fmt: str = "text", config_file: Optional[str] = None) -> None:
+def configure_logging(level: str, error_log: str, fmt: str = "text", config_file: str | None = None) -> None:
     """The root logger to `error_log`; then `config_file`'s dictConfig, if
     any, on top (it may add handlers, loggers, formatters).  Raises OSError
     (the log file) or ConfigError (the config file)."""

@@ -15,7 +15,8 @@ import logging
 import selectors
 import socket
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .channel import CLOSED, CLOSING, DRAIN_TIMEOUT, DRAINING, LOST, OPEN, Channel
 
@@ -32,7 +33,7 @@ _ACCEPTS_PER_EVENT = 16
 
 
 class EventLoop:
-    def __init__(self, server: "Server", sockets: list, peers: "PeerFilter", handoff: Optional["Handoff"]) -> None:
+    def __init__(self, server: Server, sockets: list, peers: PeerFilter, handoff: Handoff | None) -> None:
         self.server = server
         self.sockets = sockets
         self.peers = peers
@@ -53,7 +54,7 @@ class EventLoop:
         self._write_wanted: collections.deque = collections.deque()
         self.accepting = False
         self.paused_busy = False  # not accepting while every thread is busy (a pool of workers)
-        self.stop_at: Optional[float] = None  # graceful stop deadline
+        self.stop_at: float | None = None  # graceful stop deadline
         self._stop_handoff = False
         self.stopping = False
         self.done = False

@@ -35,14 +35,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 from . import accesslog, proctitle, systemd
 from .errors import ConfigError, fail
 from .handoff import Handoff
 from .listeners import remove_unix_socket
-from .settings import SettingError, reread
 from .scoreboard import READY, RETIRING, STARTING, Scoreboard
+from .settings import SettingError, reread
 from .worker import BOOT_FAILED, Worker
 
 log = logging.getLogger("wsgi_fcgi")
@@ -74,11 +73,11 @@ class WorkerProcess:
     generation: int
     spawned: float
     stop_sent: bool = False
-    kill_at: Optional[float] = None  # SIGKILL if still alive then
+    kill_at: float | None = None  # SIGKILL if still alive then
 
 
 class Master:
-    def __init__(self, settings, sockets: list, start_dir: Optional[str] = None) -> None:
+    def __init__(self, settings, sockets: list, start_dir: str | None = None) -> None:
         self.settings = settings
         self.sockets = sockets
         # idle kept connections of stopping workers go to live ones (handoff.py)
@@ -104,7 +103,7 @@ class Master:
         self.max_reached = 0  # how often that began
         self.connection_waiting = False
         self.watch_after = 0.0
-        self.new_master: Optional[int] = None  # USR2: the new master, our child, while it starts
+        self.new_master: int | None = None  # USR2: the new master, our child, while it starts
         self.handed_over = False  # a new master serves our sockets: leave them and the pid file
         self.old_master = _pop_int(os.environ, OLD_MASTER_ENV)  # we are the new master of a USR2
         self.old_master_told = False
@@ -211,7 +210,7 @@ class Master:
 
     # -- workers ---------------------------------------------------------------
 
-    def spawn(self) -> Optional[WorkerProcess]:
+    def spawn(self) -> WorkerProcess | None:
         used = {w.index for w in self.workers.values()}
         index = next((i for i in range(self.scoreboard.slots) if i not in used), None)
         if index is None:
@@ -670,7 +669,7 @@ def check_pool(settings) -> None:
         raise ConfigError("--pm ondemand needs --worker-idle-timeout above 0")
 
 
-def inherited_sockets() -> Optional[list]:
+def inherited_sockets() -> list | None:
     """The listening sockets a USR2 upgrade passed to this new master, or None."""
     fds = os.environ.pop(FDS_ENV, None)
     if fds is None:
@@ -682,7 +681,7 @@ def inherited_sockets() -> Optional[list]:
         raise ConfigError("%s=%r: not a list of file descriptors" % (FDS_ENV, fds)) from None
 
 
-def inherited_handoff() -> Optional[Handoff]:
+def inherited_handoff() -> Handoff | None:
     """USR2: the old master's Handoff pair, so that the idle kept connections
     of its stopping workers reach ours; None when not upgrading."""
     fds = os.environ.pop(HANDOFF_ENV, None)
@@ -696,7 +695,7 @@ def inherited_handoff() -> Optional[Handoff]:
     return handoff
 
 
-def _pop_int(environ, name: str) -> Optional[int]:
+def _pop_int(environ, name: str) -> int | None:
     try:
         return int(environ.pop(name))
     except (KeyError, ValueError):

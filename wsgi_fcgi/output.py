@@ -22,11 +22,11 @@ import collections
 import socket
 import threading
 import time
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
-Buffer = Union[bytes, memoryview]
+Buffer = bytes | memoryview
 #: what may be written: bytes, or a list of buffers sent with one sendmsg()
-Data = Union[Buffer, list[Buffer]]
+Data = Buffer | list[Buffer]
 
 #: sendmsg() takes at most this many buffers (Linux UIO_MAXIOV is 1024).
 _IOV_MAX = 1000
@@ -41,10 +41,10 @@ class Output:
         self._queue: collections.deque[Buffer] = collections.deque()  # bytes / memoryviews not yet sent
         self.pending = 0  # bytes in _queue
         self.progress = 0.0  # monotonic time of the last bytes the kernel took while some were queued
-        self.failed: Optional[str] = None  # why nothing can be written any more
+        self.failed: str | None = None  # why nothing can be written any more
         self.fin_after_flush = False  # shut the write side down once the queue is empty
         self.fin_sent = False
-        self._cond: Optional[threading.Condition] = None
+        self._cond: threading.Condition | None = None
         self._waiters = 0
 
     # -- under the lock (callers hold `lock`) -------------------------------------------

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .request import Request
@@ -38,10 +38,10 @@ _POLLS_BEFORE_SLEEP = 200
 class PoolThread(threading.Thread):
     """A request thread; `request` is what it runs now (for status and slow logs)."""
 
-    def __init__(self, server: "Server", index: int) -> None:
+    def __init__(self, server: Server, index: int) -> None:
         super().__init__(name="wsgi-fcgi-%d" % index, daemon=True)
         self.server = server
-        self.request: Optional["Request"] = None
+        self.request: Request | None = None
         self.slow_logged = False
 
     def run(self) -> None:
@@ -55,7 +55,7 @@ class PoolThread(threading.Thread):
             except Exception as exc:  # an interrupt aimed at a request that just ended
                 log.debug("%s: stray %r between requests", self.name, exc)
 
-    def run_request(self, request: "Request") -> None:
+    def run_request(self, request: Request) -> None:
         self.request = request
         self.slow_logged = False
         try:
@@ -67,7 +67,7 @@ class PoolThread(threading.Thread):
 class LoopThread(PoolThread):
     """Runs the selector loop, and the requests whose input is complete itself."""
 
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: Server) -> None:
         super().__init__(server, 0)
         self.name = "wsgi-fcgi-loop"
 
@@ -84,15 +84,15 @@ class LoopThread(PoolThread):
 class WorkerPool:
     """The threads, the queue they take requests from, and the selector hand-off."""
 
-    def __init__(self, server: "Server", threads: int, inline: bool) -> None:
+    def __init__(self, server: Server, threads: int, inline: bool) -> None:
         self.server = server
         self.threads = threads
         self.inline = inline
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.members: list[PoolThread] = []
-        self.loop_thread: Optional[LoopThread] = None
+        self.loop_thread: LoopThread | None = None
         self._owner_lock = threading.Lock()
-        self._owner: Optional[threading.Thread] = None  # the thread running the selector
+        self._owner: threading.Thread | None = None  # the thread running the selector
         self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
         self._loop_wanted = False  # the loop thread is free again and wants the selector back
         self._loop_returned = threading.Event()

@@ -15,7 +15,7 @@ import logging
 import os
 import pwd
 import socket
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from .errors import ConfigError
 
@@ -23,7 +23,7 @@ log = logging.getLogger("wsgi_fcgi")
 
 
 class Identity(NamedTuple):
-    user: Optional[str]  # name for initgroups; None: keep the supplementary groups as they are
+    user: str | None  # name for initgroups; None: keep the supplementary groups as they are
     uid: int
     gid: int
 
@@ -44,7 +44,7 @@ def lookup_group(text: str, what: str = "--group") -> int:
         raise ConfigError("%s %s: no such group" % (what, text)) from None
 
 
-def worker_identity(settings) -> Optional[Identity]:
+def worker_identity(settings) -> Identity | None:
     """Who the workers run as, or None to stay as we are.  Checked at start
     (one line on a mistake): an unknown user, or a change of user without root."""
     if not settings.user and not settings.group:

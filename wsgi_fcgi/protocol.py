@@ -9,7 +9,8 @@ specification 1.0 (Open Market, 1996).
 from __future__ import annotations
 
 import struct
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 VERSION_1 = 1
 HEADER_LEN = 8

@@ -8,7 +8,7 @@ thread saw it).  It is also the transport `wsgi.run_app` writes to:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from . import protocol as p
 from .body import ClientDisconnected, RequestBody
@@ -36,7 +36,7 @@ class Request:
                  "aborted", "dispatched", "streaming", "bytes_out", "started", "input_progress", "environ",
                  "status", "method", "uri")
 
-    def __init__(self, channel: "Channel", event: "RequestStarted", spool_size: int, now: float) -> None:
+    def __init__(self, channel: Channel, event: RequestStarted, spool_size: int, now: float) -> None:
         self.channel = channel
         self.request_id = event.request_id
         self.role = event.role
@@ -53,8 +53,8 @@ class Request:
         self.bytes_out = 0
         self.started = now
         self.input_progress = now  # when input last arrived (--body-timeout)
-        self.environ: Optional[dict[str, object]] = None
-        self.status: Optional[str] = None
+        self.environ: dict[str, object] | None = None
+        self.status: str | None = None
         self.method = self.uri = ""
 
     def __repr__(self) -> str:
@@ -99,7 +99,7 @@ class Request:
             self.filter_data.fail(error)
 
 
-def content_length_of(params: list[tuple[bytes, bytes]]) -> Optional[int]:
+def content_length_of(params: list[tuple[bytes, bytes]]) -> int | None:
     """CONTENT_LENGTH as a number; None when absent or not a number.  Never raises:
     5000 digits are not parsed (int() would refuse them), they are just huge."""
     for name, value in params:

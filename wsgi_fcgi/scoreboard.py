@@ -24,8 +24,8 @@ import mmap
 import operator
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Iterator, Optional
 
 #: slot states
 FREE, STARTING, READY, RETIRING, STOPPING = range(5)
@@ -69,7 +69,7 @@ class Slot:
             return "busy" if self.active else "idle"
         return STATE_NAMES.get(self.state, "unknown")
 
-    def request_age(self, now: Optional[float] = None) -> Optional[float]:
+    def request_age(self, now: float | None = None) -> float | None:
         if not self.request_since:
             return None
         return max(0.0, (now or time.monotonic()) - self.request_since)
@@ -113,11 +113,11 @@ class Counters:
     def __setitem__(self, name: str, value: int) -> None:
         self.values[_INDEX[name]] = value
 
-    def add(self, other: "Counters") -> None:
-        self.values = [a + b for a, b in zip(self.values, other.values)]
+    def add(self, other: Counters) -> None:
+        self.values = [a + b for a, b in zip(self.values, other.values, strict=True)]
         self.duration_sum += other.duration_sum
 
-    def count_request(self, status: Optional[str], aborted: bool, bytes_in: int, bytes_out: int,
+    def count_request(self, status: str | None, aborted: bool, bytes_in: int, bytes_out: int,
                       duration: float) -> None:
         """One finished request: its status ("200 OK", None), sizes and duration."""
         values = self.values
@@ -138,7 +138,7 @@ class Counters:
     def buckets(self) -> list:
         """[(upper bound, cumulative count)], the last bound float("inf")."""
         total, out = 0, []
-        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.values[_FIRST_BUCKET:]):
+        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.values[_FIRST_BUCKET:], strict=True):
             total += count
             out.append((bound, total))
         return out

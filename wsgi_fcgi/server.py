@@ -26,7 +26,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Optional, Union
+from collections.abc import Callable, Iterable
 
 from . import protocol as p
 from .body import ClientDisconnected
@@ -53,8 +53,8 @@ class Server:
     blocks; `shutdown()` may be called from any thread or a signal handler.
     """
 
-    def __init__(self, app: WSGIApp, bind: Union[str, Iterable[str], None] = None, threads: int = 8, *,
-                 sockets: Optional[list] = None, handoff: Optional[Handoff] = None,
+    def __init__(self, app: WSGIApp, bind: str | Iterable[str] | None = None, threads: int = 8, *,
+                 sockets: list | None = None, handoff: Handoff | None = None,
                  inline_requests: bool = True, **options) -> None:
         settings = server_defaults()
         settings.update(check_server_options(dict(options, threads=threads)))
@@ -130,7 +130,7 @@ class Server:
         finally:
             self._cleanup()
 
-    def shutdown(self, graceful: bool = True, timeout: Optional[float] = None, handoff: bool = True) -> None:
+    def shutdown(self, graceful: bool = True, timeout: float | None = None, handoff: bool = True) -> None:
         """Stop accepting; with `graceful`, let running requests finish first
         (at most `timeout`, default --graceful-timeout, seconds).  Idle kept
         connections go to another worker of the pool when there is one
@@ -140,7 +140,7 @@ class Server:
         handoff = handoff and graceful and self.handoff is not None and self.handoff.open
         self.loop.stop(time.monotonic() + timeout, handoff)
 
-    def wait_stopped(self, timeout: Optional[float] = None) -> bool:
+    def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
     def wake(self) -> None:
@@ -296,7 +296,7 @@ class Server:
 
     # -- refusals and failures (loop thread) ------------------------------------------------
 
-    def refuse(self, request: Request, status: str, error: Optional[BaseException] = None) -> None:
+    def refuse(self, request: Request, status: str, error: BaseException | None = None) -> None:
         """The one way the engine answers for a request: `status` (if the app's
         head is not out yet), the request ended, its end hooks run in a thread."""
         if request.ended:
@@ -376,7 +376,7 @@ class Server:
             self.loop.notify(channel)
 
 
-def serve(app: WSGIApp, bind: Union[str, Iterable[str], None] = None, threads: int = 8, **options) -> None:
+def serve(app: WSGIApp, bind: str | Iterable[str] | None = None, threads: int = 8, **options) -> None:
     """Serve `app` over FastCGI in this process until SIGTERM/SIGINT (main thread)
     or `KeyboardInterrupt`."""
     import signal

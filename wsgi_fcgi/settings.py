@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any
 
 from .errors import ConfigError
 
@@ -154,15 +155,15 @@ class Setting:
     default: Any
     help: str
     group: str
-    metavar: Optional[str] = None
+    metavar: str | None = None
     #: "store", "append" (repeatable: a list) or "flag" (on when given)
     action: str = "store"
     #: a keyword argument of server.Server
     server: bool = False
     #: the gunicorn setting (cfg attribute) the gunicorn worker reads it from
-    gunicorn: Optional[str] = None
+    gunicorn: str | None = None
     #: how the README shows the default, when str(default) is not it
-    shown_default: Optional[str] = None
+    shown_default: str | None = None
     #: what a change does at HUP: "hup" (the new workers use it) or
     #: "restart" (the master keeps the value it started with)
     reload: str = "hup"
@@ -318,8 +319,8 @@ class Settings:
     "config file", "environment" or "command line".
     """
 
-    def __init__(self, values: Optional[Mapping[str, Any]] = None, sources: Optional[Mapping[str, str]] = None,
-                 app: Optional[str] = None, config_file: Optional[str] = None) -> None:
+    def __init__(self, values: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None,
+                 app: str | None = None, config_file: str | None = None) -> None:
         for setting in SETTINGS:
             default = setting.default
             setattr(self, setting.name, list(default) if isinstance(default, list) else default)
@@ -328,8 +329,8 @@ class Settings:
         self.config_file = config_file
         #: what `load` read them from (the command line, the environment at
         #: start), for `reread` at HUP; None when made another way
-        self.argv: Optional[list] = None
-        self.environ: Optional[dict] = None
+        self.argv: list | None = None
+        self.environ: dict | None = None
         for name, value in (values or {}).items():
             if name not in BY_NAME:
                 raise SettingError("unknown setting %r" % name)
@@ -496,8 +497,8 @@ class Invocation:
         self.print_config = print_config
 
 
-def load(argv: Optional[Iterable[str]] = None, environ: Optional[Mapping[str, str]] = None,
-         version: str = "", config_file: Optional[str] = None) -> Invocation:
+def load(argv: Iterable[str] | None = None, environ: Mapping[str, str] | None = None,
+         version: str = "", config_file: str | None = None) -> Invocation:
     """Settings from the command line, the environment and the config file.
 
     Raises SettingError (bad file, bad environment value); argparse itself

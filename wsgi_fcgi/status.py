@@ -14,7 +14,7 @@ import json
 import socket
 import struct
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .scoreboard import STATUS_CLASSES, STATUS_CODES, Scoreboard
 
@@ -274,7 +274,7 @@ _HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'uns
 class StatusPages:
     """WSGI middleware answering the status and ping paths before the app."""
 
-    def __init__(self, app, *, status_path: Optional[str], ping_path: Optional[str], pool: str,
+    def __init__(self, app, *, status_path: str | None, ping_path: str | None, pool: str,
                  scoreboard: Scoreboard, sockets: list, refresh: Callable[[], None],
                  show_query: bool = False) -> None:
         self.app = app

@@ -20,8 +20,7 @@ import logging
 import sys
 import time
 import traceback
-from typing import Callable, Optional
-
+from collections.abc import Callable
 
 log = logging.getLogger("wsgi_fcgi")
 
@@ -59,9 +58,9 @@ class Watchdog:
     """`server.on_tick` hook.  `on_slow()` / `on_stuck()` let the worker count and retire."""
 
     def __init__(self, server, slow_timeout: float = 0.0, request_timeout: float = 0.0,
-                 on_slow: Optional[Callable[[], None]] = None,
-                 on_timeout: Optional[Callable[[], None]] = None,
-                 on_stuck: Optional[Callable[[], None]] = None) -> None:
+                 on_slow: Callable[[], None] | None = None,
+                 on_timeout: Callable[[], None] | None = None,
+                 on_stuck: Callable[[], None] | None = None) -> None:
         self.server = server
         self.slow_timeout = slow_timeout
         self.request_timeout = request_timeout

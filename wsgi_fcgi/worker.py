@@ -11,10 +11,8 @@ import random
 import signal
 import threading
 import time
-from typing import Optional
 
-from . import accesslog, logs, proctitle
-from . import privileges, systemd
+from . import accesslog, logs, privileges, proctitle, systemd
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
@@ -40,7 +38,7 @@ def resident_memory() -> int:
 
 class Worker:
     def __init__(self, settings, sockets: list, scoreboard: Scoreboard, index: int, generation: int,
-                 master_pid: Optional[int], app=None, handoff=None) -> None:
+                 master_pid: int | None, app=None, handoff=None) -> None:
         self.settings = settings
         self.handoff = handoff  # a Handoff shared by the pool's workers, or None
         self.app = app  # --preload: the master's, already imported

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from .body import ClientDisconnected
@@ -220,9 +220,9 @@ class Response:
 
     def __init__(self, transport) -> None:
         self.transport = transport
-        self.head: Optional[bytes] = None
+        self.head: bytes | None = None
         self.head_sent = False
-        self.status: Optional[str] = None
+        self.status: str | None = None
         self.bytes_sent = 0
         self.finished = False  # finish_request() was called: later output is dropped
 

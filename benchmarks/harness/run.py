@@ -327,7 +327,7 @@ def stop_process(p, sig=signal.SIGTERM, grace=5.0):
         p.wait(timeout=1)
     except subprocess.TimeoutExpired:
         pass
-    for pid, t in known.items():
+    for pid in known:
         SEEN_TREE.pop(pid, None)
 
 
@@ -674,7 +674,7 @@ def run_wrk(opts, url, conns, duration, script, out_path):
             stop_process(p, signal.SIGKILL, grace=1)
             break
         time.sleep(0.1)
-    with open(out_path, "r", errors="replace") as f:
+    with open(out_path, errors="replace") as f:
         text = f.read()
     return parse_wrk(text), text, cpu
 
@@ -726,7 +726,7 @@ def http_request(port, method, path, body=None, timeout=10.0):
 
 def tail(path, n=15):
     try:
-        with open(path, "r", errors="replace") as f:
+        with open(path, errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
         return ""
@@ -742,7 +742,7 @@ def file_size(path):
 
 def nginx_errors_since(path, offset):
     try:
-        with open(path, "r", errors="replace") as f:
+        with open(path, errors="replace") as f:
             f.seek(offset)
             lines = [l for l in f.read().splitlines()
                      if any(t in l for t in ("[error]", "[crit]", "[alert]", "[emerg]"))]
@@ -974,7 +974,7 @@ def run_once(c, app_name, opts, repeat_idx, tmp):
             "nginx_cpu_us_per_req": round((cpu1_n - cpu0_n) / CLK_TCK / reqs * 1e6, 2),
             "wrk_cpu_us_per_req": round(wrk_cpu / reqs * 1e6, 2) if wrk_cpu is not None else None,
         })
-        total, idle, steal = (b - a for a, b in zip(sys0, sys1))
+        total, idle, steal = (b - a for a, b in zip(sys0, sys1, strict=True))
         if total > 0:
             rec["machine_busy_pct"] = round(100.0 * (total - idle) / total, 1)
             rec["steal_pct"] = round(100.0 * steal / total, 1)
@@ -1084,7 +1084,7 @@ def print_table(summaries, header):
 
     def render(r):
         return "  ".join(str(c).ljust(w) if i in (0, last) else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
     print(render(cols))
     print("-" * len(render(cols)))
     for r in rows:

@@ -11,8 +11,7 @@ import itertools
 import threading
 import time
 
-from flask import (Flask, Response, abort, jsonify, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, stream_with_context, url_for
 
 app = Flask(__name__)
 

@@ -27,8 +27,16 @@ if __name__ == "__main__":  # under atheris: instrument only the code under test
         from wsgi_fcgi import connection, protocol  # noqa: F401
 
 from wsgi_fcgi import protocol as p  # noqa: E402
-from wsgi_fcgi.connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply,  # noqa: E402
-                                  RequestAborted, RequestStarted, ServerConnection, StdinReceived)
+from wsgi_fcgi.connection import (  # noqa: E402
+    FilterDataReceived,
+    Ignored,
+    ParamsTooLarge,
+    Reply,
+    RequestAborted,
+    RequestStarted,
+    ServerConnection,
+    StdinReceived,
+)
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 #: A record is at most 8 + 65535 + 255 bytes; a parser keeping more is leaking.

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzz_targets  # noqa: E402
+
 from wsgi_fcgi import protocol as p  # noqa: E402
 from wsgi_fcgi.client import cgi_params, encode_request  # noqa: E402
 

@@ -10,8 +10,8 @@ import socket
 import time
 
 import pytest
-
 from support import FcgiConnection, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
@@ -79,7 +79,7 @@ def test_a_body_that_never_comes_gets_408_and_holds_no_thread(start_wsgi_fcgi):
     server = start_wsgi_fcgi("envapp:app", "--threads", "2", "--body-timeout", "2")
     conns = []
     try:
-        for i in range(4):  # more waiting bodies than threads
+        for _i in range(4):  # more waiting bodies than threads
             conn = FcgiConnection(server.address)
             params = client.cgi_params("POST", "/upload", body_length=1000)
             conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
@@ -127,7 +127,7 @@ def test_management_records_do_not_keep_a_squatter_alive(start_wsgi_fcgi):
                     if not data:
                         closed = True
                         break
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError:
                 closed = True

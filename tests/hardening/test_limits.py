@@ -7,6 +7,7 @@ import threading
 import time
 
 from support import FcgiConnection, process_stats, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
@@ -107,7 +108,7 @@ def test_connections_beyond_the_limit_wait_in_the_backlog(start_wsgi_fcgi):
     try:
         waiting.sock.recv(1)
         raise AssertionError("a fourth connection was served (or dropped) past --max-connections 3")
-    except socket.timeout:
+    except TimeoutError:
         pass  # waiting, neither accepted nor dropped
     held.pop().close()
     waiting.sock.settimeout(10)
@@ -198,7 +199,7 @@ def test_a_peer_trickling_one_byte_at_a_time_is_dropped(start_wsgi_fcgi):
                 conn.send(bytes((byte,)))
                 if conn.sock.recv(1) == b"":
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -11,8 +11,8 @@ import os
 import socket
 
 import pytest
-
 from support import FcgiConnection, WsgiFcgi, process_stats, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import requests
-
 from support import FcgiConnection, fastcgi_location, free_port, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 from wsgi_fcgi.listeners import PeerFilter, warn_if_exposed

@@ -19,9 +19,17 @@ import time
 
 import pytest
 import requests
+from support import (
+    FcgiConnection,
+    Nginx,
+    fastcgi_location,
+    free_port,
+    process_stats,
+    shipped_nginx_conf,
+    wait_for,
+    worker_pids,
+)
 
-from support import (FcgiConnection, Nginx, fastcgi_location, free_port, process_stats, shipped_nginx_conf,
-                     wait_for, worker_pids)
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
@@ -248,7 +256,7 @@ def test_abort_and_disconnect_free_the_only_thread_and_close_the_app(start_wsgi_
         conn.close()
         response = client.request(server.address, "POST", "/echo", body=b"next", timeout=10)
         assert response.status == 200 and time.monotonic() - started < 3, how
-        wait_for(lambda: "closed %s\n" % ident in server.log(), 5, what="close() after " + how)
+        wait_for(lambda ident=ident: "closed %s\n" % ident in server.log(), 5, what="close() after " + how)
 
 
 

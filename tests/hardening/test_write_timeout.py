@@ -5,6 +5,7 @@ import socket
 import time
 
 from support import wait_for
+
 from wsgi_fcgi import client
 
 

@@ -8,8 +8,8 @@ import re
 import socket
 
 import pytest
-
 from support import fastcgi_location, wait_for
+
 from wsgi_fcgi import accesslog, client
 from wsgi_fcgi.errors import ConfigError
 

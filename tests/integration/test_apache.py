@@ -4,9 +4,9 @@ proxy-fcgi-pathinfo setting."""
 
 import pytest
 import requests
+from support import LATIN1_CAFE, WsgiFcgi, environ_of
 
 from frontends import Apache, shipped
-from support import LATIN1_CAFE, WsgiFcgi, environ_of
 
 
 @pytest.fixture(scope="module")

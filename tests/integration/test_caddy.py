@@ -7,9 +7,9 @@ import json
 
 import pytest
 import requests
+from support import LATIN1_CAFE, environ_of, free_port
 
 from frontends import Caddy, shipped
-from support import LATIN1_CAFE, environ_of, free_port
 
 SHIPPED_SITE = "127.0.0.1:8080"
 

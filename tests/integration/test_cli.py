@@ -11,8 +11,8 @@ import threading
 import time
 
 import pytest
-
 from support import APPS, PYTHON, FcgiConnection, Process, free_port, project_env, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 

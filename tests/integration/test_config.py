@@ -6,8 +6,8 @@ import signal
 import subprocess
 
 import pytest
-
 from support import APPS, PYTHON, WsgiFcgi, project_env, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import settings as settings_module
 

@@ -35,11 +35,10 @@ import json
 import socket
 import threading
 
-import pytest
-from werkzeug.serving import make_server
-
 import envapp
+import pytest
 from support import free_port
+from werkzeug.serving import make_server
 
 CHUNKED = "Transfer-Encoding: chunked"
 

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import requests
-
 from support import PYTHON, ROOT, Nginx, WsgiFcgi, free_port, project_env, shipped_nginx_conf
 
 DJANGO_APP = ROOT / "examples" / "django_app"

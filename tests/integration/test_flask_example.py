@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from urllib3 import encode_multipart_formdata
-
 from support import PYTHON, ROOT, Process, can_connect, free_port, project_env, wait_for
+from urllib3 import encode_multipart_formdata
 
 FLASK_APP = ROOT / "examples" / "flask_app"
 

@@ -5,9 +5,9 @@ import os
 
 import pytest
 import requests
+from support import LATIN1_CAFE, ROOT, environ_of, free_port
 
 from frontends import H2O
-from support import LATIN1_CAFE, ROOT, environ_of, free_port
 
 RECIPE = ROOT / "deploy" / "h2o" / "h2o.conf"
 

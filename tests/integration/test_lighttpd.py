@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import requests
+from support import APPS, WsgiFcgi, environ_of
 
 from frontends import Lighttpd, shipped
-from support import APPS, WsgiFcgi, environ_of
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import re
 import threading
 
 from support import wait_for
+
 from wsgi_fcgi import client
 
 FORGED_LINE = "2026-01-01T00:00:00.000+00:00 [1] [CRITICAL] wsgi_fcgi: forged"
@@ -80,7 +81,7 @@ def test_log_config_as_json_and_toml(start_wsgi_fcgi, tmp_path):
     json_conf.write_text(json.dumps(LOG_CONFIG).replace("FILE", str(json_out)))
     toml_conf.write_text(LOG_CONFIG_TOML.replace("FILE", str(toml_out)))
     servers = [start_wsgi_fcgi("masterapp:app", "--log-config", str(conf)) for conf in (json_conf, toml_conf)]
-    for server, out in zip(servers, (json_out, toml_out)):
+    for server, out in zip(servers, (json_out, toml_out), strict=True):
         assert client.request(server.address, "GET", "/", timeout=15).body == b"hello"
         text = _read(out, "serving on")  # a worker's line: the workers inherit the configuration
         assert re.search(r"^CUSTOM INFO wsgi_fcgi %d master %d: 1 worker" % (server.pid, server.pid), text, re.M)

@@ -5,7 +5,6 @@ import signal
 import time
 
 import requests
-
 from support import RequestLoop, fastcgi_location, pool_status, wait_for, worker_pids
 
 STATUS = ("--status-path", "/status")
@@ -84,7 +83,7 @@ def test_a_crash_loop_backs_off(start_wsgi_fcgi, tmp_path):
     for _ in range(3):
         (pid,) = _ready(server.address, 1)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: pid not in worker_pids(server.address), 10, interval=0.1, what="the worker gone")
+        wait_for(lambda pid=pid: pid not in worker_pids(server.address), 10, interval=0.1, what="the worker gone")
     wait_for(lambda: "crash loop guard" in server.log(), 10, interval=0.2, what="the crash loop warning")
     (pid,) = _ready(server.address, 1)  # after the back-off, a worker again
     assert client.request(server.address, "GET", "/pid").body == str(pid).encode()
@@ -123,6 +122,7 @@ def test_a_busy_worker_leaves_new_connections_to_idle_ones(start_wsgi_fcgi):
     # Every thread of a worker busy: it stops accepting until one is free, so
     # a new connection goes to an idle worker instead of waiting behind it.
     import threading
+
     from wsgi_fcgi import client
     server = start_wsgi_fcgi("masterapp:app", "--workers", "2", "--threads", "1", "--status-path", "/status")
     wait_for(lambda: len(worker_pids(server.address)) == 2, 20, what="two workers")

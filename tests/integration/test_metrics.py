@@ -9,8 +9,8 @@ import signal
 import time
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-
 from support import wait_for
+
 from wsgi_fcgi import client, status
 from wsgi_fcgi.scoreboard import READY, Counters, Scoreboard, Slot
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import APPS, ROOT, wait_for
 
 from frontends import Apache
-from support import APPS, ROOT, wait_for
 
 RECIPE = ROOT / "deploy" / "apache-mod-fcgid"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -33,13 +33,13 @@ def start_apache(tmp: Path) -> Apache:
     os.chmod(script, 0o755)
     shutil.copy(APPS / "envapp.py", htdocs / "myapp.py")  # the app the script imports
     conf = (RECIPE / "fcgid.conf").read_text().replace("/var/www/html", str(htdocs))
-    conf += """
+    conf += f"""
 TypesConfig /etc/mime.types
 FcgidIPCDir {tmp}/fcgid
 FcgidProcessTableFile {tmp}/fcgid_shm
 # wsgi_fcgi from this checkout (on a host: pip install --user wsgi-fcgi)
-FcgidInitialEnv PYTHONPATH {root}
-""".format(tmp=tmp, root=ROOT)
+FcgidInitialEnv PYTHONPATH {ROOT}
+"""
     return Apache(tmp, conf, modules=("mime", "fcgid"))
 
 

@@ -10,7 +10,6 @@ import signal
 
 import pytest
 import requests
-
 from support import RequestLoop, free_port, shipped_nginx_conf, wait_for
 
 HOSTS = ("127.0.0.2", "127.0.0.3")

@@ -13,10 +13,9 @@ import time
 
 import pytest
 import requests
+from support import free_port, shipped_nginx_conf, wait_for
 
 from wsgi_fcgi import client
-
-from support import free_port, shipped_nginx_conf, wait_for
 
 
 def environ_of(response):

@@ -11,7 +11,6 @@ import re
 
 import pytest
 import requests
-
 from support import ROOT, free_port, shipped_nginx_conf
 
 FLASK_APP = ROOT / "examples" / "flask_app"

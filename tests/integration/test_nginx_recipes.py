@@ -7,9 +7,16 @@ import shutil
 
 import pytest
 import requests
-
-from support import (LATIN1_CAFE, NGINX_PARAMS, Nginx, WsgiFcgi, environ_of,
-                     fastcgi_location, free_port, shipped_nginx_conf)
+from support import (
+    LATIN1_CAFE,
+    NGINX_PARAMS,
+    Nginx,
+    WsgiFcgi,
+    environ_of,
+    fastcgi_location,
+    free_port,
+    shipped_nginx_conf,
+)
 
 
 def start_recipe(tmp, name, backend, **replace):

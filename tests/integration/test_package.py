@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from support import ROOT, Nginx, Process, WsgiFcgi, free_port, wait_for
 
 BUILD_SECONDS = 120

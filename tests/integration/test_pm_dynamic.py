@@ -6,10 +6,9 @@ all succeed while the pool grows and shrinks."""
 import time
 
 import pytest
+from support import FastCGILoad, PostLoop, children_of, pool_status, wait_children, wait_for
 
 from wsgi_fcgi import client
-
-from support import PostLoop, FastCGILoad, children_of, pool_status, wait_children, wait_for
 
 POOL = ("--pm", "dynamic", "--workers", "5", "--start-workers", "1", "--min-spare-workers", "1",
         "--max-spare-workers", "2", "--threads", "2", "--status-path", "/status")

@@ -6,8 +6,7 @@ connections) with keep-alive POSTs that must all succeed throughout."""
 import time
 
 import requests
-
-from support import PostLoop, FastCGILoad, children_of, pool_status, wait_children, wait_for
+from support import FastCGILoad, PostLoop, children_of, pool_status, wait_children, wait_for
 
 POOL = ("--pm", "ondemand", "--workers", "4", "--worker-idle-timeout", "1", "--threads", "2",
         "--status-path", "/status")

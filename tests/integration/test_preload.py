@@ -5,9 +5,9 @@ master never imports again); USR2 (a new master) loads the new code."""
 import os
 import signal
 
-from wsgi_fcgi import client
-
 from support import children_of, wait_children, wait_for
+
+from wsgi_fcgi import client
 
 APP = """import os
 VERSION = %r

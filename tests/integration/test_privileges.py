@@ -12,8 +12,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import APPS, ROOT, Process, project_env, wait_for, worker_answers
 
-from support import APPS, Process, ROOT, project_env, wait_for, worker_answers
 from wsgi_fcgi import client
 
 SYSTEM_PYTHON = "/usr/bin/python3"

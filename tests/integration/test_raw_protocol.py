@@ -7,8 +7,8 @@ import struct
 import time
 
 import pytest
-
 from support import FcgiConnection, wait_for
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 
@@ -132,7 +132,7 @@ def test_fcgi_max_reqs_requests_on_one_connection_are_all_answered(start_wsgi_fc
 def test_abort_of_a_running_request(server):
     with connect(server) as conn:
         conn.send_request(1, "/slow-stream?n=200&id=abort-me")
-        wait_for(lambda: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
+        wait_for(lambda conn=conn: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
                  what="the first chunk")
         started = time.monotonic()
         conn.send(p.encode_record(p.ABORT_REQUEST, 1))
@@ -233,7 +233,7 @@ def test_peer_disconnecting_mid_response_costs_nothing(server):
     for _ in range(3):
         conn = connect(server)
         conn.send_request(1, "/slow-stream?n=100&id=vanished")
-        wait_for(lambda: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
+        wait_for(lambda conn=conn: conn.receive() and any(r.type == p.STDOUT for r in conn.records), 10,
                  what="the first chunk")
         # close with a reset, as a crashed web server would
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -7,6 +7,7 @@ import os
 import signal
 
 from support import WsgiFcgi, wait_for
+
 from wsgi_fcgi import client
 
 RELEASE_APP = '''

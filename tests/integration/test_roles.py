@@ -1,8 +1,8 @@
 """AUTHORIZER and FILTER roles (spec 6.3, 6.4) against a real server process."""
 
 import pytest
-
 from support import FcgiConnection
+
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 

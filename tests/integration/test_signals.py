@@ -6,7 +6,6 @@ import threading
 import time
 
 import requests
-
 from support import RequestLoop, fastcgi_location, pool_status, wait_for, worker_pids
 
 STATUS = ("--status-path", "/status")

@@ -9,8 +9,8 @@ import os
 import signal
 import subprocess
 
-
 from support import PYTHON, Process, can_connect, free_port, project_env, wait_for
+
 from wsgi_fcgi import client
 
 SPAWN_FCGI = "/usr/bin/spawn-fcgi"
@@ -112,7 +112,7 @@ def test_four_forked_children_share_the_socket(tmp_path):
         # stop all but one: the last still answers on the shared socket
         for pid in pids[:-1]:
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not alive(pid), 20, what="child %d to stop" % pid)
+            wait_for(lambda pid=pid: not alive(pid), 20, what="child %d to stop" % pid)
             assert environ_via_client(address)["environ"]["PATH_INFO"] == "/x/y"
     finally:
         for pid in pids:

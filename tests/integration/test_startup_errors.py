@@ -3,13 +3,13 @@ traceback, and the reason also in --error-log FILE.  And the client: no
 traceback for bad input or a bad response."""
 
 import socket
-import time
 import subprocess
 import threading
+import time
 
 import pytest
-
 from support import APPS, PYTHON, free_port, project_env
+
 from wsgi_fcgi import protocol as p
 
 

@@ -4,7 +4,6 @@ import json
 import time
 
 import requests
-
 from support import fastcgi_location, pool_status, wait_for, worker_pids
 
 STATUS = ("--status-path", "/fcgi-status", "--ping-path", "/fcgi-ping")

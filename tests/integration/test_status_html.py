@@ -9,7 +9,6 @@ import threading
 
 import pytest
 import requests
-
 from support import fastcgi_location, pool_status, wait_for, worker_pids
 
 CHROMIUM = shutil.which("chromium")

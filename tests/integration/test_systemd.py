@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import APPS, PYTHON, ROOT, Process, project_env, wait_for, worker_answers
+
 from wsgi_fcgi import client
 
 SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
@@ -40,7 +40,7 @@ class NotifyListener:
             try:
                 self.messages.append(dict(line.split("=", 1) for line in
                                           self.sock.recv(4096).decode().splitlines() if "=" in line))
-            except socket.timeout:
+            except TimeoutError:
                 return
 
     def wait_for(self, key: str, timeout: float = 20.0) -> dict:

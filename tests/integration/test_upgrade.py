@@ -120,7 +120,7 @@ def test_usr2_tells_systemd_the_new_main_pid_and_never_stopping(start_wsgi_fcgi,
         while time.monotonic() < deadline:  # all of them: until the new READY came and then a quiet 0.2 s
             try:
                 text = notify.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 if any(m.get("MAINPID") == str(new_master) for m in messages):
                     break
                 continue

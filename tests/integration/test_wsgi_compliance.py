@@ -3,8 +3,8 @@ the validator asserts on anything in environ, wsgi.input, wsgi.errors,
 start_response or the iterable handling that breaks PEP 3333."""
 
 import pytest
-
 from support import FcgiConnection
+
 from wsgi_fcgi import client
 
 

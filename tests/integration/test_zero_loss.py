@@ -14,7 +14,6 @@ import threading
 import time
 
 import requests
-
 from support import Nginx, free_port, shipped_nginx_conf
 
 CLIENTS = 16

@@ -4,8 +4,16 @@ request id bookkeeping, aborts, limits."""
 import pytest
 
 from wsgi_fcgi import protocol as p
-from wsgi_fcgi.connection import (FilterDataReceived, Ignored, ParamsTooLarge, Reply, RequestAborted,
-                                  RequestStarted, ServerConnection, StdinReceived)
+from wsgi_fcgi.connection import (
+    FilterDataReceived,
+    Ignored,
+    ParamsTooLarge,
+    Reply,
+    RequestAborted,
+    RequestStarted,
+    ServerConnection,
+    StdinReceived,
+)
 
 PARAMS = [(b"REQUEST_METHOD", b"GET"), (b"SCRIPT_NAME", b"/x")]
 

@@ -6,8 +6,16 @@ import stat
 
 import pytest
 
-from wsgi_fcgi.listeners import (Address, ConfigError, PeerFilter, create_listener, is_listening_socket,
-                                 listener_address, parse_address, remove_unix_socket)
+from wsgi_fcgi.listeners import (
+    Address,
+    ConfigError,
+    PeerFilter,
+    create_listener,
+    is_listening_socket,
+    listener_address,
+    parse_address,
+    remove_unix_socket,
+)
 
 
 @pytest.mark.parametrize("text, address", [

@@ -126,7 +126,7 @@ def test_parser_gives_the_same_records_whatever_the_chunking(records, cuts):
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     parser = p.RecordParser()
     got = []
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         got += parser.feed(data[start:end])
     assert got == [p.Record(t, i, c) for t, i, c in records]
     assert parser.pending_bytes == 0

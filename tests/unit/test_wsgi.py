@@ -9,9 +9,19 @@ import sys
 
 import pytest
 
-from wsgi_fcgi.wsgi import (INTERNAL_ERROR, ErrorStream, FileWrapper, InvalidResponse, base_environ,
-                            build_environ, encode_head, params_to_environ, run_app, split_script_name,
-                            url_scheme)
+from wsgi_fcgi.wsgi import (
+    INTERNAL_ERROR,
+    ErrorStream,
+    FileWrapper,
+    InvalidResponse,
+    base_environ,
+    build_environ,
+    encode_head,
+    params_to_environ,
+    run_app,
+    split_script_name,
+    url_scheme,
+)
 
 
 class Recorder:
