@@ -21,6 +21,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .watchdog import RequestTimeout
+
 if TYPE_CHECKING:
     from .request import Request
     from .server import Server
@@ -52,8 +54,10 @@ class PoolThread(threading.Thread):
                 if request is None:
                     return
                 self.run_request(request)
-            except Exception as exc:  # an interrupt aimed at a request that just ended
-                log.debug("%s: stray %r between requests", self.name, exc)
+            except RequestTimeout:  # an interrupt aimed at a request that just ended
+                log.debug("%s: a stray request timeout between requests", self.name)
+            except Exception:
+                log.exception("%s: internal error between requests", self.name)
 
     def run_request(self, request: Request) -> None:
         self.request = request
@@ -77,8 +81,10 @@ class LoopThread(PoolThread):
             try:
                 if self.server.loop.run(inline=True) or not pool.wait_for_loop():
                     return
-            except Exception as exc:  # an interrupt aimed at a request that just ended
-                log.debug("%s: stray %r in the loop", self.name, exc)
+            except RequestTimeout:  # an interrupt aimed at a request that just ended
+                log.debug("%s: a stray request timeout in the loop", self.name)
+            except Exception:  # the loop goes on: every connection's own errors are handled inside
+                log.exception("%s: internal error in the I/O loop", self.name)
 
 
 class WorkerPool:
