@@ -1,12 +1,25 @@
 """wsgi_fcgi: serve WSGI applications over FastCGI behind nginx, lighttpd,
-Apache, HAProxy or Caddy.
+Apache, HAProxy, Caddy or H2O.
 
     from wsgi_fcgi import serve
     serve(app, bind="127.0.0.1:9000", threads=8)
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-
-from .server import Server, serve  # noqa: E402
-
 __all__ = ["Server", "serve", "__version__"]
+
+if TYPE_CHECKING:
+    from .server import Server, serve
+
+
+def __getattr__(name: str) -> Any:
+    # The engine is imported on first use, so that `python -m wsgi_fcgi.settings`
+    # or the client do not load it (and no module is imported twice).
+    if name in ("Server", "serve"):
+        from . import server
+        return getattr(server, name)
+    raise AttributeError("module 'wsgi_fcgi' has no attribute %r" % name)

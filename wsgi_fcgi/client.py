@@ -1,7 +1,7 @@
 """A FastCGI client: for debugging, health checks and tests.
 
     python -m wsgi_fcgi.client --connect 127.0.0.1:9000 /path?query
-    python -m wsgi_fcgi.client --connect unix:/run/app.sock -X POST -d 'a=1' /form
+    python -m wsgi_fcgi.client --connect unix:/run/wsgi-fcgi/app.sock -X POST -d 'a=1' /form
     python -m wsgi_fcgi.client --connect 127.0.0.1:9000 --get-values
 """
 

@@ -16,6 +16,11 @@ from . import accesslog, logs, privileges, proctitle, systemd
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
+
+# Imported here, before a worker drops its privileges (--user): its user may
+# not be able to read the interpreter's files later (a venv under /root).
+from .server import Server
+from .status import StatusPages
 from .watchdog import Watchdog
 
 log = logging.getLogger("wsgi_fcgi")
@@ -113,9 +118,6 @@ class Worker:
             enter_directory(self.settings.chdir)
 
     def _build_server(self, app, options: dict):
-        from .server import Server
-        from .status import StatusPages
-
         settings = self.settings
         if settings.pm != "static":
             app = self._reporting_busy(app)
