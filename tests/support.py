@@ -39,6 +39,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: f
         time.sleep(interval)
 
 
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file; None while it is absent or half written (USR2
+    moves it to .oldbin before the new master writes its own)."""
+    try:
+        return int(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def can_connect(address: str) -> bool:
     """address: HOST:PORT or unix:PATH"""
     try:

@@ -5,7 +5,7 @@ master never imports again); USR2 (a new master) loads the new code."""
 import os
 import signal
 
-from support import children_of, wait_children, wait_for
+from support import children_of, read_pid, wait_children, wait_for
 
 from wsgi_fcgi import client
 
@@ -59,8 +59,8 @@ def test_preload_imports_once_in_the_master_and_hup_keeps_that_code(start_wsgi_f
     assert "--preload: the new workers run the app imported at start" in server.log()
 
     server.send_signal(signal.SIGUSR2)  # what loads new code with --preload
-    new_master = wait_for(lambda: (lambda text: text and int(text) != server.pid and int(text))(
-        pid_file.read_text() if pid_file.exists() else ""), 30, interval=0.05, what="the new master")
+    new_master = wait_for(lambda: (lambda pid: pid != server.pid and pid)(read_pid(pid_file)), 30, interval=0.05,
+                          what="the new master")
     try:
         assert server.wait(30) == 0
         wait_children(new_master, 2)

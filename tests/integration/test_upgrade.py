@@ -9,14 +9,7 @@ import signal
 import socket
 import time
 
-from support import FastCGILoad, PostLoop, children_of, wait_children, wait_for
-
-
-def _pid_in(path):
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
+from support import FastCGILoad, PostLoop, children_of, read_pid, wait_children, wait_for
 
 
 def _gone(pid):
@@ -31,15 +24,15 @@ def test_usr2_starts_a_new_master_and_the_old_one_drains(start_site, tmp_path):
     pid_file = tmp_path / "master.pid"
     url, server = start_site("wsgi-fcgi-tcp.conf", "masterapp:app", "--workers", "2", "--pid", str(pid_file))
     old_workers = wait_children(server.pid, 2)
-    assert _pid_in(pid_file) == server.pid
+    assert read_pid(pid_file) == server.pid
     posts = PostLoop(url + "/pid")
     fresh = FastCGILoad(server.address, 2, path="/pid", ramp=0)
     time.sleep(1)
     server.send_signal(signal.SIGUSR2)
-    new_master = wait_for(lambda: _pid_in(pid_file) not in (None, server.pid) and _pid_in(pid_file), 30,
+    new_master = wait_for(lambda: read_pid(pid_file) not in (None, server.pid) and read_pid(pid_file), 30,
                           interval=0.05, what="the new master's pid file")
     try:
-        assert _pid_in(tmp_path / "master.pid.oldbin") == server.pid  # until the old one exits
+        assert read_pid(tmp_path / "master.pid.oldbin") == server.pid  # until the old one exits
         assert server.wait(30) == 0  # the old master drained and exited by itself
         new_workers = wait_children(new_master, 2)
         time.sleep(1)
@@ -51,7 +44,7 @@ def test_usr2_starts_a_new_master_and_the_old_one_drains(start_site, tmp_path):
         assert served_by & old_workers and served_by & new_workers
         assert not new_workers & old_workers and not children_of(server.pid)
         assert not (tmp_path / "master.pid.oldbin").exists()
-        assert _pid_in(pid_file) == new_master
+        assert read_pid(pid_file) == new_master
         log = server.log()  # both masters write to it
         assert "SIGUSR2, started the new master %d" % new_master in log
         assert "asking the old master %d to drain" % server.pid in log
@@ -76,7 +69,7 @@ def test_usr2_with_an_app_that_no_longer_loads_keeps_the_old_master(start_wsgi_f
     server.send_signal(signal.SIGUSR2)
     wait_for(lambda: "before it was ready; this one goes on" in server.log(), 30, interval=0.1,
              what="the failed upgrade")
-    assert _pid_in(pid_file) == server.pid and not (tmp_path / "master.pid.oldbin").exists()
+    assert read_pid(pid_file) == server.pid and not (tmp_path / "master.pid.oldbin").exists()
     assert client.request(server.address, "GET", "/").body == b"v1"
     assert server.proc.poll() is None
 
@@ -88,7 +81,7 @@ def test_usr2_on_a_unix_socket_keeps_the_socket_file(start_wsgi_fcgi, tmp_path):
     inode = path.stat().st_ino
     fresh = FastCGILoad(server.address, 2, path="/pid", ramp=0)
     server.send_signal(signal.SIGUSR2)
-    new_master = wait_for(lambda: _pid_in(pid_file) not in (None, server.pid) and _pid_in(pid_file), 30,
+    new_master = wait_for(lambda: read_pid(pid_file) not in (None, server.pid) and read_pid(pid_file), 30,
                           interval=0.05, what="the new master's pid file")
     try:
         assert server.wait(30) == 0
@@ -111,7 +104,7 @@ def test_usr2_tells_systemd_the_new_main_pid_and_never_stopping(start_wsgi_fcgi,
     server = start_wsgi_fcgi("masterapp:app", "--pid", str(pid_file),
                              env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     server.send_signal(signal.SIGUSR2)
-    new_master = wait_for(lambda: _pid_in(pid_file) not in (None, server.pid) and _pid_in(pid_file), 30,
+    new_master = wait_for(lambda: read_pid(pid_file) not in (None, server.pid) and read_pid(pid_file), 30,
                           interval=0.05, what="the new master's pid file")
     messages = []
     try:
