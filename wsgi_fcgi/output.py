@@ -1,15 +1,17 @@
 """The write side of one connection: a bounded output queue on a non-blocking socket.
 
-Any thread may write; nobody ever blocks in a syscall.  A write goes straight
-to the kernel when nothing is queued (the common case: a whole small response
-in one `send`), and what the kernel does not take is queued.  The loop thread
-then watches the socket for writability and flushes the queue.
+Any thread may write; no send ever blocks.  A write goes straight to the
+kernel when nothing is queued (the common case: a whole small response in one
+`send`), and what the kernel does not take is queued.  The loop thread then
+watches the socket for writability and flushes the queue.
 
-Back-pressure: a request thread streaming a response waits (on a condition,
-the lock released) while more than `limit` bytes are queued, until the loop
-has flushed the queue down to half of it.  Progress is timed: the loop drops a
-connection whose queue made no progress for --write-timeout, and `fail()`
-wakes every waiting writer at once, which then gives up.
+Back-pressure: a request thread streaming a response waits while more than
+`limit` bytes are queued: it polls its socket for writability with the lock
+released and flushes the queue itself, down to half the limit (it relies on
+no other thread: the loop thread may be the one writing).  Progress is timed:
+the loop drops a connection whose queue made no progress for
+--write-timeout, and `fail_locked()` wakes every waiting writer at once (a
+shutdown of the socket ends their poll), which then gives up.
 
 Locking rule: `lock` is held only around non-blocking socket calls and queue
 updates, never while waiting for the peer, so the loop thread can always take
@@ -19,6 +21,7 @@ it without delay.
 from __future__ import annotations
 
 import collections
+import select
 import socket
 import threading
 import time
@@ -44,8 +47,7 @@ class Output:
         self.failed: str | None = None  # why nothing can be written any more
         self.fin_after_flush = False  # shut the write side down once the queue is empty
         self.fin_sent = False
-        self._cond: threading.Condition | None = None
-        self._waiters = 0
+        self._waiters = 0  # threads in wait_locked
 
     # -- under the lock (callers hold `lock`) -------------------------------------------
 
@@ -103,17 +105,28 @@ class Output:
             self.on_backlog()
 
     def wait_locked(self) -> bool:
-        """Wait (lock released) until the queue is back under half the limit.
-        False if the connection failed meanwhile."""
-        if self.pending > self.limit and self.failed is None:
-            if self._cond is None:
-                self._cond = threading.Condition(self.lock)
-            self._waiters += 1
-            try:
-                while self.pending > self.limit // 2 and self.failed is None:
-                    self._cond.wait()
-            finally:
-                self._waiters -= 1
+        """Back-pressure for a thread streaming a response: while more than the
+        limit is queued, wait for the socket to take more (the lock released
+        meanwhile) and flush it, until the queue is back under half the limit.
+        The waiting thread flushes itself: it depends on no other thread (the
+        loop thread may be the one writing).  False if the connection failed
+        meanwhile: `fail_locked` wakes every waiting writer at once."""
+        if self.pending <= self.limit or self.failed is not None:
+            return self.failed is None
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT)
+        self._waiters += 1
+        try:
+            while self.pending > self.limit // 2 and self.failed is None:
+                self.lock.release()
+                try:
+                    poller.poll(1000)
+                finally:
+                    self.lock.acquire()
+                if self.failed is None:
+                    self._flush_locked()
+        finally:
+            self._waiters -= 1
         return self.failed is None
 
     def shutdown_locked(self) -> None:
@@ -135,8 +148,11 @@ class Output:
         self._queue.clear()
         self.pending = 0
         self.progress = 0.0
-        if self._waiters:
-            self._cond.notify_all()  # type: ignore[union-attr]
+        if self._waiters:  # writers polling this socket: wake them now
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def backlogged(self) -> bool:
@@ -148,37 +164,38 @@ class Output:
     def flush(self) -> bool:
         """Send what the kernel takes now.  True when the queue is empty (or failed)."""
         with self.lock:
-            queue = self._queue
-            sent_any = False
-            while queue:
-                parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
-                try:
-                    sent = self.sock.sendmsg(parts)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    self.fail_locked("write failed: %s" % (exc.strerror or exc))
-                    return True
-                if not sent:
-                    break
-                sent_any = True
-                self.pending -= sent
-                while sent:
-                    size = len(queue[0])
-                    if sent >= size:
-                        queue.popleft()
-                        sent -= size
-                    else:
-                        queue[0] = memoryview(queue[0])[sent:]
-                        sent = 0
-            if sent_any:
-                self.progress = time.monotonic() if queue else 0.0
-                if self._waiters and self.pending <= self.limit // 2:
-                    self._cond.notify_all()  # type: ignore[union-attr]
-            if not queue and self.fin_after_flush:
-                self.fin_after_flush = False
-                self.shutdown_locked()
-            return not queue
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
+        queue = self._queue
+        sent_any = False
+        while queue:
+            parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
+            try:
+                sent = self.sock.sendmsg(parts)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+                return True
+            if not sent:
+                break
+            sent_any = True
+            self.pending -= sent
+            while sent:
+                size = len(queue[0])
+                if sent >= size:
+                    queue.popleft()
+                    sent -= size
+                else:
+                    queue[0] = memoryview(queue[0])[sent:]
+                    sent = 0
+        if sent_any:
+            self.progress = time.monotonic() if queue else 0.0
+        if not queue and self.fin_after_flush:
+            self.fin_after_flush = False
+            self.shutdown_locked()
+        return not queue
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the queue last made progress (0 when nothing is queued)."""
