@@ -65,7 +65,7 @@ def test_what_the_kernel_does_not_take_is_queued_and_flushed_in_order():
     assert out.pending == 0 and out.stalled_for(time.monotonic()) == 0
 
 
-def test_a_writer_past_the_limit_waits_until_the_loop_drains_half():
+def test_a_writer_past_the_limit_waits_until_the_socket_took_half():
     ours, peer = tiny_pair()
     out = Output(ours, 64 * 1024, lambda: None)
     with out.lock:
@@ -78,7 +78,7 @@ def test_a_writer_past_the_limit_waits_until_the_loop_drains_half():
         released.set()
     thread = threading.Thread(target=writer)
     thread.start()
-    assert not released.wait(0.3)  # the peer reads nothing: the writer waits (not in a syscall)
+    assert not released.wait(0.3)  # the peer reads nothing: the writer waits
     with out.lock:  # ... and the lock is free for the loop meanwhile
         pass
     peer.setblocking(False)
