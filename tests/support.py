@@ -48,6 +48,25 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
+def process_gone(pid: int) -> bool:
+    """The process has exited (it may be a zombie its parent has not reaped)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def read_until_eof(sock) -> bytes:
+    """Everything the peer sends until it closes its side."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def can_connect(address: str) -> bool:
     """address: HOST:PORT or unix:PATH"""
     try:

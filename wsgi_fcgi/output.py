@@ -60,12 +60,8 @@ class Output:
             self._enqueue(data, 0)
             return True
         if type(data) is bytes:  # the common case: a whole small response
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+            sent = self._send(data)
+            if sent is None:
                 return False
             if sent < len(data):
                 self._enqueue(data, sent)
@@ -75,18 +71,24 @@ class Output:
         start = 0
         while start < len(data):
             batch = data[start:start + _IOV_MAX]
-            try:
-                sent = self.sock.sendmsg(batch)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+            sent = self._send(batch)
+            if sent is None:
                 return False
             if sent < sum(map(len, batch)):
                 self._enqueue(data[start:], sent)
                 break
             start += _IOV_MAX
         return True
+
+    def _send(self, data: bytes | list[Buffer]) -> int | None:
+        """What the kernel takes of `data` now; None if the socket failed."""
+        try:
+            return self.sock.send(data) if isinstance(data, bytes) else self.sock.sendmsg(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self.fail_locked("write failed: %s" % (exc.strerror or exc))
+            return None
 
     def _enqueue(self, data: Data, skip: int) -> None:
         for part in (data if isinstance(data, list) else (data,)):
@@ -171,12 +173,8 @@ class Output:
         sent_any = False
         while queue:
             parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
-            try:
-                sent = self.sock.sendmsg(parts)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self.fail_locked("write failed: %s" % (exc.strerror or exc))
+            sent = self._send(parts)
+            if sent is None:
                 return True
             if not sent:
                 break

@@ -10,7 +10,7 @@ import socket
 import time
 
 import pytest
-from support import FcgiConnection, wait_for
+from support import FcgiConnection, read_until_eof, wait_for
 
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
@@ -206,12 +206,7 @@ def test_a_client_half_closing_after_stdin_still_gets_its_response(start_wsgi_fc
     with raw_connection(server.address) as sock:
         sock.sendall(client.encode_request(1, client.cgi_params("GET", "/sleep?s=0.5"), keep_conn=False))
         sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_eof(sock)
     records = p.RecordParser().feed(data)
     assert any(r.type == p.END_REQUEST for r in records)
     assert b"slept" in b"".join(r.content for r in records if r.type == p.STDOUT)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import requests
-from support import free_port, shipped_nginx_conf, wait_for
+from support import free_port, read_until_eof, shipped_nginx_conf, wait_for
 
 from wsgi_fcgi import client
 
@@ -150,12 +150,7 @@ def test_app_exception_after_headers_cuts_the_response_and_serving_goes_on(start
         assert environ_of(session.get(url + "/next", timeout=10))["PATH_INFO"] == "/next"
     with socket.create_connection(("127.0.0.1", int(url.rpartition(":")[2])), timeout=10) as sock:
         sock.sendall(b"GET /raise-after HTTP/1.1\r\nHost: x\r\n\r\n")
-        raw = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
+        raw = read_until_eof(sock)
     assert raw.startswith(b"HTTP/1.1 200") and b"first chunk" in raw
     assert not raw.endswith(b"\r\n0\r\n\r\n")  # no final chunk: a cut body, not a short one
     wait_for(lambda: server.log().count("boom after headers") >= 3, 10, what="the errors in the log")

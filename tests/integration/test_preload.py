@@ -5,7 +5,7 @@ master never imports again); USR2 (a new master) loads the new code."""
 import os
 import signal
 
-from support import children_of, read_pid, wait_children, wait_for
+from support import children_of, process_gone, read_pid, wait_children, wait_for
 
 from wsgi_fcgi import client
 
@@ -37,14 +37,6 @@ def _new_workers(server, old):
                     interval=0.1, what="two new workers")
 
 
-def _gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def test_preload_imports_once_in_the_master_and_hup_keeps_that_code(start_wsgi_fcgi, tmp_path):
     pid_file = tmp_path / "master.pid"
     server = _start(start_wsgi_fcgi, tmp_path, "--preload", "--pid", str(pid_file))
@@ -68,7 +60,7 @@ def test_preload_imports_once_in_the_master_and_hup_keeps_that_code(start_wsgi_f
         assert (version, imported_by) == ("v2", new_master) and pid in children_of(new_master)
     finally:
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+        wait_for(lambda: process_gone(new_master), 20, interval=0.1, what="the new master stopped")
 
 
 def test_without_preload_each_worker_imports_and_hup_loads_new_code(start_wsgi_fcgi, tmp_path):

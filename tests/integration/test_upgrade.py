@@ -9,15 +9,7 @@ import signal
 import socket
 import time
 
-from support import FastCGILoad, PostLoop, children_of, read_pid, wait_children, wait_for
-
-
-def _gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
+from support import FastCGILoad, PostLoop, children_of, process_gone, read_pid, wait_children, wait_for
 
 
 def test_usr2_starts_a_new_master_and_the_old_one_drains(start_site, tmp_path):
@@ -51,7 +43,7 @@ def test_usr2_starts_a_new_master_and_the_old_one_drains(start_site, tmp_path):
         assert "cannot listen" not in log and "Traceback" not in log
     finally:
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+        wait_for(lambda: process_gone(new_master), 20, interval=0.1, what="the new master stopped")
     assert not pid_file.exists()
 
 
@@ -93,7 +85,7 @@ def test_usr2_on_a_unix_socket_keeps_the_socket_file(start_wsgi_fcgi, tmp_path):
         assert path.stat().st_ino == inode  # the same socket file: not unlinked, not bound again
     finally:
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+        wait_for(lambda: process_gone(new_master), 20, interval=0.1, what="the new master stopped")
 
 
 def test_usr2_tells_systemd_the_new_main_pid_and_never_stopping(start_wsgi_fcgi, tmp_path):
@@ -121,7 +113,7 @@ def test_usr2_tells_systemd_the_new_main_pid_and_never_stopping(start_wsgi_fcgi,
     finally:
         notify.close()
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: _gone(new_master), 20, interval=0.1, what="the new master stopped")
+        wait_for(lambda: process_gone(new_master), 20, interval=0.1, what="the new master stopped")
     assert any(m.get("READY") == "1" and m.get("MAINPID") == str(server.pid) for m in messages), messages
     assert any(m.get("READY") == "1" and m.get("MAINPID") == str(new_master) for m in messages), messages
     assert not any("STOPPING" in m for m in messages), messages  # the service never stopped
