@@ -18,6 +18,7 @@ import time
 
 from gunicorn.workers.base import Worker
 
+from .handoff import Handoff
 from .server import Request, Server
 from .settings import gunicorn_server_options
 from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head, simple_response
@@ -86,6 +87,15 @@ class FastCGIWorker(Worker):
     """gunicorn worker: FastCGI on gunicorn's listeners with wsgi_fcgi's engine."""
 
     server: Server | None = None
+    #: Idle kept connections of a worker that stops (recycling, HUP) go to the
+    #: live workers (handoff.py).  Made once in gunicorn's arbiter, which calls
+    #: check_config before it forks, so that every worker inherits it.
+    handoff: Handoff | None = None
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        if cls.handoff is None:
+            cls.handoff = Handoff()
 
     def run(self) -> None:
         cfg = self.cfg
@@ -98,6 +108,7 @@ class FastCGIWorker(Worker):
             multiprocess=cfg.workers > 1,
             # gunicorn's way to mount an app under a prefix: --env SCRIPT_NAME=/prefix
             script_name=os.environ.get("SCRIPT_NAME", ""),
+            handoff=self.handoff,
             **gunicorn_server_options(cfg),
         )
         self.server.on_tick.append(self._tick)

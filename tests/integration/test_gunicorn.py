@@ -316,3 +316,37 @@ def test_quit_stops_at_once(start_gunicorn):
     assert time.monotonic() - started < 5, "QUIT must not wait for the running request"
     slow.join(15)
     assert result and result[0] != 200
+
+
+def test_keepalive_posts_survive_recycling_under_gunicorn(start_gunicorn, start_nginx):
+    # nginx retries no POST that fails on a kept connection: a recycled
+    # worker must hand its idle kept connections to the others, not close them.
+    import threading
+    server = start_gunicorn("-w", "2", "--threads", "4", "--max-requests", "150", "--max-requests-jitter", "30",
+                            "--keep-alive", "30")
+    nginx = start_nginx(fastcgi_location("app", extra="fastcgi_keep_conn on;"),
+                        KEEPALIVE_UPSTREAM.format(address=server.upstream))
+    stop = threading.Event()
+    results = []
+
+    def post_loop(seed):
+        with requests.Session() as session:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                body = b"%d-%d" % (seed, n) * 50
+                try:
+                    r = session.post(nginx.url + "/p", data=body, timeout=10)
+                    results.append(r.status_code if r.json()["body_length"] == len(body) else "bad body")
+                except (requests.RequestException, ValueError) as exc:
+                    results.append(repr(exc))
+    threads = [threading.Thread(target=post_loop, args=(i,), daemon=True) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(8)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    failures = [r for r in results if r != 200]
+    assert server.log().count("Autorestarting worker") >= 3 and len(results) > 800
+    assert not failures, "%d of %d failed: %r" % (len(failures), len(results), failures[:3])
