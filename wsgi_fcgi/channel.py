@@ -220,7 +220,7 @@ class Channel:
         others can never complete."""
         self.peer_closed = True
         self.record_started = None  # a partial record can never complete now
-        self.server.loop.stop_reading(self)
+        self.server.loop.update_interest(self)  # no more reading
         if self.state is not DRAINING:
             for request in list(self.requests.values()):
                 if not request.input_complete():

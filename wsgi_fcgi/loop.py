@@ -53,7 +53,7 @@ class EventLoop:
         self._attention: collections.deque = collections.deque()  # channels other threads flagged
         self._write_wanted: collections.deque = collections.deque()
         self.accepting = False
-        self.paused_busy = False  # not accepting while every thread is busy (a pool of workers)
+        self._accept_again_at = 0.0  # after EMFILE and the like: not before then
         self.stop_at: float | None = None  # graceful stop deadline
         self._stop_handoff = False
         self.stopping = False
@@ -138,9 +138,8 @@ class EventLoop:
                 return True
             if self.ready and not pool.dispatch(self.ready, inline):
                 return False
-            if self.paused_busy and not self.server.all_threads_busy():
-                self.paused_busy = False
-                self._resume_accepting()
+            if not self.accepting:
+                self._resume_accepting(now)
             if pool.loop_wanted and not inline:
                 pool.give_loop_back()
                 return False
@@ -212,21 +211,12 @@ class EventLoop:
             self.selector.modify(channel.sock, events, callback)
             self._interest[fd] = events
 
-    def stop_reading(self, channel: Channel) -> None:
-        self.update_interest(channel)
-
     # -- connections ---------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(_ACCEPTS_PER_EVENT):
-            if len(self.channels) >= self.max_connections:
-                self._pause_accepting()
-                return
-            if self.server.all_threads_busy():
-                # Other workers of the pool take new connections meanwhile, as
-                # php-fpm's children do: a busy worker does not hoard them.
-                self.paused_busy = True
-                self._pause_accepting()
+            if not self._may_accept(time.monotonic()):
+                self._stop_accepting()  # they wait in the listen backlog (or go to another worker)
                 return
             try:
                 sock, peer = listener.accept()
@@ -235,7 +225,8 @@ class EventLoop:
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.error("cannot accept a connection: %s; pausing accepts for a second", exc)
-                    self._pause_accepting()
+                    self._accept_again_at = time.monotonic() + 1.0
+                    self._stop_accepting()
                 return
             if not self.peers.allows(peer):
                 log.warning("refused a connection from %s: not in --allowed-servers", peer[0])
@@ -253,12 +244,17 @@ class EventLoop:
                 continue
             self.add_channel(sock, peer, adopted=True)
 
-    def _pause_accepting(self) -> None:
-        """Leave further connections in the listen backlog until one closes."""
-        self._stop_accepting()
+    def _may_accept(self, now: float) -> bool:
+        """Room for one more connection: under --max-connections, not right
+        after running out of file descriptors, and (in a pool of workers) a
+        thread free: a busy worker leaves new connections to the others, as
+        php-fpm's children do."""
+        return (len(self.channels) < self.max_connections and now >= self._accept_again_at
+                and not self.server.all_threads_busy())
 
-    def _resume_accepting(self) -> None:
-        if not self.accepting and self.stop_at is None and not self.done:
+    def _resume_accepting(self, now: float) -> None:
+        """Accept again once the reason to pause is gone (checked every loop round)."""
+        if self.stop_at is None and not self.done and self._may_accept(now):
             self.start_accepting()
 
     def add_channel(self, sock: socket.socket, peer, adopted: bool = False) -> Channel:
@@ -280,8 +276,6 @@ class EventLoop:
             del self.channels[channel.fileno]
             if self._interest.pop(channel.fileno, None) is not None:
                 self._unregister_fd(channel.sock)
-            if not self.accepting and len(self.channels) < self.max_connections:
-                self._resume_accepting()
 
     def hand_over(self, channel: Channel) -> bool:
         """Pass an idle connection of a stopping worker to a live one of the pool."""
@@ -293,9 +287,6 @@ class EventLoop:
     # -- timers and stopping -----------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        if self.paused_busy and not self.server.all_threads_busy():
-            self.paused_busy = False
-            self._resume_accepting()
         for channel in list(self.channels.values()):
             try:
                 self._check_timers(channel, now)

@@ -97,7 +97,6 @@ class Server:
         self._count_lock = threading.Lock()
         self.requests_started = 0
         self.requests_ended = 0
-        self.started_at = time.time()
         self.handoff = handoff
         self.loop = EventLoop(self, self.sockets, self.peers, handoff)
         # With one thread the loop thread would be a second request thread.
