@@ -161,7 +161,7 @@ class Server:
     def all_threads_busy(self) -> bool:
         """Every thread has a request (only said in a pool of worker processes,
         where another worker can take new connections)."""
-        return self.multiprocess and self.requests_started - self.requests_ended >= self.threads
+        return self.multiprocess and self.live_requests() >= self.threads
 
     # -- admitting and scheduling (loop thread) ------------------------------------------
 
