@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from support import WsgiFcgi, wait_for
+from support import WsgiFcgi, children_of, wait_for
 
 from wsgi_fcgi import client
 
@@ -57,9 +57,12 @@ def test_hup_after_moving_the_current_link_serves_the_new_release(tmp_path):
         assert seen["cwd"] == str(first)
         point(current, second)
         assert answer(server.address)["release"] == 1  # nothing changes before the reload
+        old_workers = children_of(server.pid)
         server.send_signal(signal.SIGHUP)
-        wait_for(lambda: all(answer(server.address)["release"] == 2 for _ in range(4)), 30, interval=0.2,
-                 what="the new release after HUP")
+        # until the old workers are gone, they may still take a new connection
+        wait_for(lambda: (lambda now: len(now) == 2 and not now & old_workers)(children_of(server.pid)), 30,
+                 interval=0.2, what="the old workers replaced after HUP")
+        assert all(answer(server.address)["release"] == 2 for _ in range(4))
         seen = answer(server.address)
         assert seen["cwd"] == str(second) and seen["path"][0] == str(current)
     finally:
