@@ -11,6 +11,13 @@ again, then gives the selector back.
 The standby polls for that only while requests run inline; after a second
 without any it sleeps until the loop thread runs one again, so an idle server
 does not wake up (one tick a second, for heartbeats and timers).
+
+Running requests inline serialises them: right for an app that computes
+(the GIL serialises it anyway), wrong for one that waits (a database, a
+file, another service), whose waits the threads should overlap.  So the loop
+thread times its inline requests, wall clock against its own CPU time; when
+they spend most of their time off the CPU, every request goes to the pool
+threads for a while (HANDOFF_PERIOD), then inline runs are tried again.
 """
 
 from __future__ import annotations
@@ -33,6 +40,13 @@ log = logging.getLogger("wsgi_fcgi")
 #: standby take the selector over.
 INLINE_TAKEOVER = 0.010
 _MONITOR_INTERVAL = 0.005
+#: Inline requests are judged in windows of this much wall-clock time ...
+_WINDOW = 0.020
+#: ... and a window in which they spent more than this share of it off the
+#: CPU sends requests to the pool threads for HANDOFF_PERIOD seconds.
+_WAITING_SHARE = 0.5
+HANDOFF_PERIOD = 1.0
+_TIMED_ONE_IN = 16
 #: Polls without an inline request before the standby goes to sleep (1 s).
 _POLLS_BEFORE_SLEEP = 200
 
@@ -100,6 +114,11 @@ class WorkerPool:
         self._owner_lock = threading.Lock()
         self._owner: threading.Thread | None = None  # the thread running the selector
         self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
+        self._handoff_until = 0.0  # inline runs paused until then: the app waits, see the module doc
+        self._window_wall = 0.0  # inline requests' wall-clock and CPU time in this window
+        self._window_cpu = 0.0
+        self._untimed = 0  # inline requests to run before timing one again
+        self._untimed_after_each = 0
         self._loop_wanted = False  # the loop thread is free again and wants the selector back
         self._loop_returned = threading.Event()
         self.loop_done = threading.Event()
@@ -156,11 +175,21 @@ class WorkerPool:
             if not inline or request.ended or request.streaming:
                 put(request)
                 continue
-            self._inline_since = time.monotonic()
+            started = time.monotonic()
+            if started < self._handoff_until:
+                put(request)
+                continue
+            self._inline_since = started
             if self._standby_asleep:
                 self._standby_asleep = False
                 self._standby_wake.set()
-            self.loop_thread.run_request(request)  # type: ignore[union-attr]
+            if self._untimed:
+                self._untimed -= 1
+                self.loop_thread.run_request(request)  # type: ignore[union-attr]
+            else:
+                cpu_started = time.thread_time()
+                self.loop_thread.run_request(request)  # type: ignore[union-attr]
+                self._time_inline(started, cpu_started)
             with self._owner_lock:
                 self._inline_since = 0.0
                 if self._owner is not self.loop_thread:
@@ -168,6 +197,27 @@ class WorkerPool:
                         put(ready.popleft())
                     return False
         return True
+
+    def _time_inline(self, started: float, cpu_started: float) -> None:
+        """Judge the app by its inline requests: see the module's doc.  Once a
+        window found it computing, only one request in _TIMED_ONE_IN is timed
+        (reading a thread's CPU clock is a system call); after a hand-off
+        period every request is, until a window is full."""
+        ended = time.monotonic()
+        self._window_wall += ended - started
+        self._window_cpu += time.thread_time() - cpu_started
+        if self._window_wall < _WINDOW:
+            self._untimed = self._untimed_after_each
+            return
+        waiting = 1.0 - self._window_cpu / self._window_wall
+        self._window_wall = self._window_cpu = 0.0
+        if waiting > _WAITING_SHARE:
+            self._handoff_until = ended + HANDOFF_PERIOD
+            self._untimed = self._untimed_after_each = 0
+            log.debug("requests waited %.0f%% of their time: to the pool threads for %.1f s",
+                      100 * waiting, HANDOFF_PERIOD)
+        else:
+            self._untimed = self._untimed_after_each = _TIMED_ONE_IN - 1
 
     @property
     def loop_wanted(self) -> bool:

@@ -8,6 +8,7 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 /cookies              three Set-Cookie headers
 /bad-header           a header value with a newline in it
 /sleep?s=S            sleeps S seconds, then answers "slept"
+/wait?s=S             sleeps S seconds, answers "peak N": the most /wait requests seen at once
 /exit                 os._exit(1) in the request (kills the process)
 /write                uses the write() callable
 /stderr               writes a line to wsgi.errors
@@ -16,8 +17,22 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 import hashlib
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
+
+_waits_lock = threading.Lock()
+_waits = {"now": 0, "peak": 0}
+
+
+def _wait(seconds):
+    with _waits_lock:
+        _waits["now"] += 1
+        _waits["peak"] = max(_waits["peak"], _waits["now"])
+    time.sleep(seconds)
+    with _waits_lock:
+        _waits["now"] -= 1
+        return _waits["peak"]
 
 
 def _query(environ, name, default):
@@ -78,6 +93,10 @@ def app(environ, start_response):
         time.sleep(float(_query(environ, "s", "1")))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slept"]
+    if path == "/wait":
+        peak = _wait(float(_query(environ, "s", "0.01")))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"peak %d" % peak]
     if path == "/exit":
         os._exit(1)
     if path == "/write":

@@ -43,6 +43,27 @@ def test_slow_requests_still_run_in_parallel(start_wsgi_fcgi):
     assert elapsed < 3.0, "4 one-second requests on 4 threads took %.1f s" % elapsed
 
 
+def test_requests_that_wait_a_few_milliseconds_overlap(start_wsgi_fcgi):
+    """Waits shorter than the standby's takeover (a quick database query)
+    would be served one at a time by the loop thread: the pool notices the
+    app waits and hands requests to the pool threads."""
+    server = start_wsgi_fcgi("envapp:app", "--threads", "8")
+    answers = []
+
+    def client_loop():
+        for _ in range(12):
+            answers.append(client.request(server.address, "GET", "/wait?s=0.006", timeout=20))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answers) == 96 and {a.status for a in answers} == {200}
+    peak = max(int(a.body.split()[1]) for a in answers)
+    assert peak >= 3, "at most %d waiting requests ran at once on 8 threads" % peak
+
+
 def test_a_slow_body_upload_is_served_while_the_loop_runs_requests(start_wsgi_fcgi):
     """A request whose body is still arriving goes to a pool thread, and the
     selector keeps feeding it."""
