@@ -208,7 +208,7 @@ class Channel:
             request = self.requests.get(event.request_id)
             if request is not None:
                 log.debug("%r: request %d aborted by the web server", self, event.request_id)
-                request.abort(ClientDisconnected("request aborted by the web server"))
+                server.abort_request(request, ClientDisconnected("request aborted by the web server"))
         elif kind is ParamsTooLarge:
             server.refuse_params(self, event)
         elif kind is Ignored:

@@ -33,8 +33,8 @@ class Request:
     """One FastCGI request: its input, and the connection its response goes to."""
 
     __slots__ = ("channel", "request_id", "role", "keep_conn", "params", "body", "filter_data", "ended",
-                 "aborted", "dispatched", "streaming", "bytes_out", "started", "input_progress", "environ",
-                 "status", "method", "uri")
+                 "aborted", "dispatched", "streaming", "waits_for_body", "bytes_out", "started", "input_progress",
+                 "environ", "status", "method", "uri")
 
     def __init__(self, channel: Channel, event: RequestStarted, spool_size: int, now: float) -> None:
         self.channel = channel
@@ -50,6 +50,7 @@ class Request:
         self.aborted = False
         self.dispatched = False  # handed to a pool thread, which runs the end hooks
         self.streaming = False  # runs in a thread while its body is still arriving
+        self.waits_for_body = False  # runs once its body is here (Server._runs_after_its_body)
         self.bytes_out = 0
         self.started = now
         self.input_progress = now  # when input last arrived (--body-timeout)

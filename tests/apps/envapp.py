@@ -114,7 +114,7 @@ def app(environ, start_response):
                                    "body_sha256": hashlib.sha256(body).hexdigest(),
                                    "multithread": environ["wsgi.multithread"],
                                    "multiprocess": environ["wsgi.multiprocess"],
-                                   "pid": os.getpid()})
+                                   "pid": os.getpid(), "thread": threading.current_thread().name})
 
 
 application = app

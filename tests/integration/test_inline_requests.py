@@ -1,6 +1,7 @@
 """The loop thread runs complete requests itself; a long one must not stall
 the others (the standby takes the selector over) nor serialise them."""
 
+import json
 import threading
 import time
 
@@ -84,6 +85,61 @@ def test_a_slow_body_upload_is_served_while_the_loop_runs_requests(start_wsgi_fc
         response = client.read_response(sock, 1)
     assert response.status == 200
     assert b'"body_length": 3000' in response.body
+
+
+def _trickled_post(address, length, pieces=3):
+    import socket
+
+    from wsgi_fcgi import protocol as p
+
+    host, port = address.rsplit(":", 1)
+    params = client.cgi_params("POST", "/upload", body_length=length)
+    piece = length // pieces
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, params))
+        for index in range(pieces):
+            sock.sendall(p.encode_record(p.STDIN, 1, b"b" * (length - piece * (pieces - 1) if index == 0 else piece)))
+            time.sleep(0.1)
+        sock.sendall(p.encode_record(p.STDIN, 1))
+        return json.loads(client.read_response(sock, 1).body)
+
+
+def test_a_small_body_is_awaited_without_a_thread_then_runs_inline(start_wsgi_fcgi):
+    """A body of known length that fits in --spool-size: the request runs
+    once it is all here, in the loop thread (no hand-off per piece)."""
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4", "--spool-size", "100000")
+    answer = _trickled_post(server.address, 30000)
+    assert answer["body_length"] == 30000
+    assert answer["thread"] == "wsgi-fcgi-loop"
+
+
+def test_a_request_awaiting_its_body_ends_with_its_connection(start_wsgi_fcgi):
+    """Reset mid-body: the request no thread ran still ends (else it would
+    count as live forever: with one thread and a queue of one, later
+    request would get 503)."""
+    import socket
+    import struct
+
+    from wsgi_fcgi import protocol as p
+
+    server = start_wsgi_fcgi("envapp:app", "--threads", "1", "--max-queue", "1")
+    host, port = server.address.rsplit(":", 1)
+    for _ in range(3):
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, client.cgi_params("POST", "/", body_length=5000))
+                     + p.encode_record(p.STDIN, 1, b"x" * 100))
+        time.sleep(0.2)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        time.sleep(0.2)
+        assert client.request(server.address, "GET", "/after", timeout=10).status == 200
+
+
+def test_a_body_larger_than_the_spool_size_streams_to_a_pool_thread(start_wsgi_fcgi):
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4", "--spool-size", "10000")
+    answer = _trickled_post(server.address, 30000)
+    assert answer["body_length"] == 30000
+    assert answer["thread"].startswith("wsgi-fcgi-") and answer["thread"] != "wsgi-fcgi-loop"
 
 
 def test_one_thread_means_one_request_at_a_time(start_wsgi_fcgi):

@@ -246,13 +246,14 @@ def test_peer_disconnecting_mid_response_costs_nothing(server):
 
 @pytest.mark.parametrize("how", ["abort", "disconnect"])
 def test_client_gone_while_the_app_reads_its_body(server, how):
-    """The app is blocked in wsgi.input.read(): an ABORT or a vanished web
-    server wakes it, the request ends, and it is no app error (no traceback)."""
+    """The request waits for the rest of its body (without a thread, or in
+    wsgi.input.read() for a body past --spool-size): an ABORT or a vanished
+    web server ends it, and it is no app error (no traceback)."""
     conn = connect(server)
     conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)
               + p.encode_params(1, client.cgi_params("POST", "/read-body", body_length=1 << 20))
               + p.encode_record(p.STDIN, 1, b"only a little"))
-    time.sleep(0.3)  # the app now waits in wsgi.input.read() for the rest
+    time.sleep(0.3)  # the request now waits for the rest
     if how == "abort":
         conn.send(p.encode_record(p.ABORT_REQUEST, 1))
         assert conn.wait_ended(1)[1].protocol_status == p.REQUEST_COMPLETE
