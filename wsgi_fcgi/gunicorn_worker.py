@@ -18,6 +18,7 @@ import time
 
 from gunicorn.workers.base import Worker
 
+from .apploader import freeze_loaded_objects
 from .handoff import Handoff
 from .server import Request, Server
 from .settings import gunicorn_server_options
@@ -113,6 +114,7 @@ class FastCGIWorker(Worker):
         )
         self.server.on_tick.append(self._tick)
         self.server.on_request_end.append(self._request_ended)
+        freeze_loaded_objects()
         self.notify()
         self.server.serve_forever()
 

@@ -555,12 +555,13 @@ class Master:
     # -- --preload and USR2 ----------------------------------------------------------
 
     def _preload(self) -> None:
-        from .apploader import AppImportError, load_app
+        from .apploader import AppImportError, freeze_loaded_objects, load_app
         try:
             self.app = load_app(self.settings.app)
         except AppImportError as exc:
             self._cleanup()
             fail(str(exc), self.settings.log_level == "debug")
+        freeze_loaded_objects()
         log.info("master: --preload: imported %s; workers share it", self.settings.app)
 
     def upgrade(self) -> None:

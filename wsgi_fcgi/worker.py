@@ -13,7 +13,7 @@ import threading
 import time
 
 from . import accesslog, logs, privileges, proctitle, systemd
-from .apploader import AppImportError, enter_directory, load_app
+from .apploader import AppImportError, enter_directory, freeze_loaded_objects, load_app
 from .errors import ConfigError, fail
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
 
@@ -102,6 +102,7 @@ class Worker:
         signal.signal(signal.SIGINT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGUSR1, self._on_usr1)
+        freeze_loaded_objects()
         self.slot.state = READY
         self.slot.idle_since = time.monotonic()
         self.publish()

@@ -14,6 +14,7 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 /stderr               writes a line to wsgi.errors
 """
 
+import gc
 import hashlib
 import json
 import os
@@ -114,7 +115,8 @@ def app(environ, start_response):
                                    "body_sha256": hashlib.sha256(body).hexdigest(),
                                    "multithread": environ["wsgi.multithread"],
                                    "multiprocess": environ["wsgi.multiprocess"],
-                                   "pid": os.getpid(), "thread": threading.current_thread().name})
+                                   "pid": os.getpid(), "thread": threading.current_thread().name,
+                                   "gc_frozen": gc.get_freeze_count()})
 
 
 application = app

@@ -109,6 +109,7 @@ def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
     assert env["HTTP_USER_AGENT"] == "ua-test"
     assert data["multithread"] is True and data["multiprocess"] is True
     assert data["pid"] in server.worker_pids()
+    assert data["gc_frozen"] > 1000, "the loaded app was not frozen out of the collector's generations"
 
     body = os.urandom(3 * 1024 * 1024 + 7)
     r = requests.post(nginx.url + "/upload", data=body, timeout=20)

@@ -2,6 +2,7 @@
 then starts new workers from that same imported app (no new code: the
 master never imports again); USR2 (a new master) loads the new code."""
 
+import json
 import os
 import signal
 
@@ -35,6 +36,17 @@ def _start(start_wsgi_fcgi, tmp_path, *args):
 def _new_workers(server, old):
     return wait_for(lambda: (lambda now: len(now) == 2 and not now & old and now)(children_of(server.pid)), 20,
                     interval=0.1, what="two new workers")
+
+
+def test_the_loaded_app_is_frozen_out_of_the_collectors_generations(start_wsgi_fcgi):
+    """gc.freeze() once the app is loaded, with and without --preload: full
+    collections stop walking the app's modules, forked workers stop copying
+    the pages they share with the master."""
+    for args in ((), ("--preload",)):
+        server = start_wsgi_fcgi("envapp:app", "--workers", "1", *args)
+        frozen = json.loads(client.request(server.address, "GET", "/").body)["gc_frozen"]
+        assert frozen > 1000, (args, frozen)
+        server.stop()
 
 
 def test_preload_imports_once_in_the_master_and_hup_keeps_that_code(start_wsgi_fcgi, tmp_path):
