@@ -11,6 +11,12 @@ benchmarks/results/<timestamp>/.
     python3 benchmarks/run.py --scenarios hello --contenders wsgi_fcgi,uwsgi-fastcgi \
         --duration 3 --repeat 1 --out /tmp/bench  # a quick look, nothing written in the checkout
     python3 benchmarks/run.py --report benchmarks/results/<timestamp>   # redo table + plot
+    python3 benchmarks/run.py --scenarios hello,echo --baseline HEAD~1  # before/after of a change
+
+--baseline REV adds the project as of git revision REV (its wsgi_fcgi/ from
+`git archive`) as the contender "baseline" to every scenario, interleaved
+with the working tree's wsgi_fcgi: the before/after figure an engine change
+carries in its commit message.
 
 Needs the harness set up once: `bash benchmarks/harness/setup.sh` (nginx, wrk
 and libfcgi-dev from Debian; uWSGI, flup, fcgisgi, gunicorn and Flask from
@@ -26,11 +32,17 @@ import datetime
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "benchmarks" / "harness" / "run.py"
 RESULTS = ROOT / "benchmarks" / "results"
+
+#: The baseline runs from its own directory: `python -m` puts the working
+#: directory first on sys.path, so from the checkout it would import the tree.
+BASELINE = ("baseline=fastcgi:env -C {src} PYTHONPATH={src} {{project_python}} -m wsgi_fcgi "
+            "--bind 127.0.0.1:{{port}} --workers {{workers}} --threads {{threads}} --chdir {{appdir}} {{module}}:app")
 
 TWO_WORKERS = ("wsgi_fcgi-2w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
                "--workers 2 --threads {threads} {module}:app")
@@ -55,11 +67,14 @@ SCENARIOS = {
 }
 
 
-def run_scenario(name: str, out: Path, args) -> Path:
+def run_scenario(name: str, out: Path, args, baseline_src: Path | None = None) -> Path:
     app, contenders, extra, _ = SCENARIOS[name]
     if args.contenders:
         wanted = args.contenders.split(",")
         contenders = ",".join(c for c in contenders.split(",") if c in wanted)
+    if baseline_src is not None:
+        contenders += ",baseline"
+        extra = [*extra, "--define", BASELINE.format(src=baseline_src)]
     json_path = out / ("%s.json" % name)
     cmd = [sys.executable, str(HARNESS), "--project", str(ROOT), "--app", app,
            "--contenders", contenders, "--repeat", str(args.repeat), "--duration", str(args.duration),
@@ -67,6 +82,16 @@ def run_scenario(name: str, out: Path, args) -> Path:
     print("+ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return json_path
+
+
+def export_baseline(rev: str, into: Path) -> dict:
+    """wsgi_fcgi/ as of git revision `rev`, extracted into `into`."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "wsgi_fcgi"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return {"rev": rev, "commit": commit}
 
 
 def ratios(doc: dict) -> dict:
@@ -101,6 +126,8 @@ def report(out: Path) -> str:
                     s["pss_peak_kib"] / 1024 if s.get("pss_peak_kib") else 0))
     lines += ["", "| scenario | ratio (median of per-round req/s ratios) | measured | target | met |",
               "| --- | --- | --- | --- | --- |"]
+    baseline_file = out / "baseline.json"
+    baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else None
     for name, doc in docs.items():
         found = ratios(doc)
         for a, b, target in SCENARIOS[name][3]:
@@ -108,6 +135,9 @@ def report(out: Path) -> str:
             lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
                 name, a, b, "%.2f" % value if value else "-", target,
                 "-" if not value else "yes" if value >= target else "no"))
+        if baseline and ("wsgi_fcgi", "baseline") in found:
+            lines.append("| %s | wsgi_fcgi / baseline (%s, %s) | %.2f | - | - |" % (
+                name, baseline["rev"], baseline["commit"][:10], found[("wsgi_fcgi", "baseline")]))
     meta = next(iter(docs.values()))["meta"] if docs else {}
     if meta:
         lines += ["", "Machine: %s CPUs (%s), kernel %s, %s; %s rounds of %s s, interleaved." % (
@@ -154,6 +184,7 @@ def main() -> None:
     parser.add_argument("--contenders", help="only these (comma list) of each scenario's contenders")
     parser.add_argument("--out", metavar="DIR", help="write here instead of benchmarks/results/<timestamp>")
     parser.add_argument("--report", metavar="DIR", help="only rebuild results.md and the plot from DIR")
+    parser.add_argument("--baseline", metavar="REV", help="also run wsgi_fcgi as of git revision REV")
     args = parser.parse_args()
     if args.report:
         print(report(Path(args.report)))
@@ -164,8 +195,13 @@ def main() -> None:
         parser.error("unknown scenario %s (known: %s)" % (", ".join(unknown), ", ".join(SCENARIOS)))
     out = Path(args.out) if args.out else RESULTS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        run_scenario(name, out, args)
+    with tempfile.TemporaryDirectory(prefix="wsgi-fcgi-baseline-") as tmp:
+        baseline_src = None
+        if args.baseline:
+            baseline_src = Path(tmp)
+            (out / "baseline.json").write_text(json.dumps(export_baseline(args.baseline, baseline_src)) + "\n")
+        for name in names:
+            run_scenario(name, out, args, baseline_src)
     print(report(out))
 
 
