@@ -44,7 +44,10 @@ class WebServer(Process):
         self.port = port
         self.url = "http://127.0.0.1:%d" % port
         super().__init__(cmd, tmp / (self.name + ".log"), cwd=tmp, env=env)
-        wait_for(lambda: self.proc.poll() is not None or can_connect("127.0.0.1:%d" % port),
+        self.await_start(self._wait_ready)
+
+    def _wait_ready(self) -> None:
+        wait_for(lambda: self.proc.poll() is not None or can_connect("127.0.0.1:%d" % self.port),
                  20, what=self.name)
         if self.proc.poll() is not None:
             raise RuntimeError("%s exited with %s:\n%s\n%s" % (self.name, self.proc.returncode,

@@ -96,6 +96,17 @@ class Process:
                                      preexec_fn=preexec_fn)
         self.pid = self.proc.pid
 
+    def await_start(self, ready: Callable[[], object]) -> None:
+        """Run the start-up wait `ready`; when it fails the process is stopped
+        before the error goes on: no fixture holds it yet, and a server whose
+        workers never boot would outlive the test (gunicorn respawns them
+        forever)."""
+        try:
+            ready()
+        except BaseException:
+            self.stop()
+            raise
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -151,7 +162,7 @@ class WsgiFcgi(Process):
         cmd = [PYTHON, "-m", "wsgi_fcgi", "--bind", self.address, *args, app]
         super().__init__(cmd, Path(tmp) / log_name, cwd=cwd or APPS, env=project_env(env), **popen)
         if wait:
-            self.wait_ready()
+            self.await_start(self.wait_ready)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready():
@@ -237,6 +248,9 @@ class Nginx(Process):
         self.conf_path.write_text(conf)
         super().__init__(["/usr/sbin/nginx", "-c", self.conf_path, "-p", self.tmp, "-e",
                           self.tmp / "nginx-error.log"], self.tmp / "nginx-stdout.log")
+        self.await_start(self._wait_ready)
+
+    def _wait_ready(self) -> None:
         wait_for(lambda: self.proc.poll() is not None or can_connect("127.0.0.1:%d" % self.port),
                  15, what="nginx")
         if self.proc.poll() is not None:

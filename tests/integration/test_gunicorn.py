@@ -51,6 +51,9 @@ class Gunicorn(Process):
         cmd = [*GUNICORN, "-k", WORKER, "-w", str(workers), "-b", bind or self.address, "--timeout", "20",
                "--graceful-timeout", "10", *_control_socket_args(), *args, app]
         super().__init__(cmd, Path(tmp) / "gunicorn.log", cwd=APPS, env=project_env(), pass_fds=pass_fds)
+        self.await_start(lambda: self._wait_ready(workers))
+
+    def _wait_ready(self, workers: int) -> None:
         wait_for(lambda: self.proc.poll() is not None or can_connect(self.address), 20, what="gunicorn")
         if self.proc.poll() is not None:
             raise RuntimeError("gunicorn exited:\n" + self.log())
