@@ -58,6 +58,8 @@ SCENARIOS = {
               [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "gunicorn-gthread-http", 1.3)]),
     "echo": ("echo", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-sync-http", [],
              [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "flup-threaded-unix", 2.0)]),
+    "wait": ("wait", "wsgi_fcgi,uwsgi-fastcgi,gunicorn-gthread-http", [],
+             [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "gunicorn-gthread-http", 1.0)]),
     "big": ("big", "wsgi_fcgi,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
             [("wsgi_fcgi", "c-libfcgi", 1.0)]),
     "hello-2w": ("hello", "wsgi_fcgi,uwsgi-fastcgi", ["--workers", "2"],

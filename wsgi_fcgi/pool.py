@@ -130,10 +130,13 @@ class WorkerPool:
         return iter(self.members)
 
     def start(self) -> None:
-        # With inline requests the loop thread is one of the `threads`; a
-        # request whose body is still arriving always needs a pool thread.
-        size = max(1, self.threads - 1) if self.inline else self.threads
-        for index in range(1, size + 1):
+        # `threads` pool threads, whether or not the loop thread runs requests
+        # too: when the app waits, every request goes to the pool (see the
+        # module doc), and threads - 1 of them would overlap one wait fewer.
+        # So the loop thread's own request is one more than `threads` when
+        # it runs while the pool threads are all busy (rare: inline requests
+        # are the short ones, of an app found computing).
+        for index in range(1, self.threads + 1):
             thread = PoolThread(self.server, index)
             thread.start()
             self.members.append(thread)

@@ -96,6 +96,7 @@ def _check_flask_json(status, headers, body, app, opts):
 APPS = {
     # name: module in apps/, request path, method, body, default connections
     "hello": dict(module="hello", path="/", method="GET", body=None, conns=32, check=_check_hello),
+    "wait": dict(module="wait", path="/", method="GET", body=None, conns=32, check=_check_hello),
     "echo": dict(module="echo", path="/", method="POST", body=ECHO_BODY, conns=32, check=_check_echo),
     "big": dict(module="big", path="/?mib={big_mib}", method="GET", body=None, conns=4, check=_check_big),
     "flask": dict(module="flaskapp", path="/page?name=bench", method="GET", body=None, conns=32,
