@@ -213,7 +213,7 @@ class Server:
 
     def _schedule(self, request: Request) -> None:
         """Hand `request` to a thread now, or park it until there is room."""
-        if request.ended:
+        if request.ended or request.dispatched:  # dispatched: its end hooks run (drop_deferred)
             return
         channel = request.channel
         if channel.running >= self.per_connection_threads or channel.output.backlogged:
