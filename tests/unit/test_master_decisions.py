@@ -61,6 +61,14 @@ class DryMaster(Master):
         return sorted(w.pid for w in self._live())
 
 
+def booted(**values) -> DryMaster:
+    """A master whose first workers started and said READY."""
+    master = DryMaster(**values)
+    master.tick()
+    master.all_ready()
+    master.tick()
+    return master
+
 def exit_status(code):
     return code << 8
 
@@ -87,10 +95,7 @@ def test_an_app_that_cannot_load_at_boot_stops_the_master_with_1():
 
 
 def test_a_worker_that_dies_is_replaced():
-    master = DryMaster(workers=2)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=2)
     victim = next(iter(master.workers.values()))
     master.exited(victim, killed_by(signal.SIGKILL))
     master.tick()
@@ -100,10 +105,7 @@ def test_a_worker_that_dies_is_replaced():
 def test_a_retiring_worker_is_replaced_before_it_exits():
     # --max-requests: the worker says RETIRING, finishes its requests; its
     # replacement starts at once, so the pool never runs short.
-    master = DryMaster(workers=2)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=2)
     retiring = next(iter(master.workers.values()))
     master.set_state(retiring, RETIRING)
     master.tick()
@@ -113,10 +115,7 @@ def test_a_retiring_worker_is_replaced_before_it_exits():
 
 
 def test_the_crash_loop_guard_backs_off():
-    master = DryMaster(workers=2, restart_threshold=3, restart_window=60)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=2, restart_threshold=3, restart_window=60)
     for _ in range(3):
         worker = next(iter(master.workers.values()))
         master.exited(worker, killed_by(signal.SIGSEGV))
@@ -141,10 +140,7 @@ def test_a_silent_worker_is_killed_after_timeout():
 
 
 def test_reload_starts_new_workers_and_stops_the_old_once_they_are_ready():
-    master = DryMaster(workers=2)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=2)
     old = set(master.workers)
     master.reload()
     master.tick()
@@ -157,10 +153,7 @@ def test_reload_starts_new_workers_and_stops_the_old_once_they_are_ready():
 
 
 def test_a_reload_whose_app_cannot_load_keeps_the_old_workers():
-    master = DryMaster(workers=1)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=1)
     (old,) = master.workers
     master.reload()
     master.tick()
@@ -173,10 +166,7 @@ def test_a_reload_whose_app_cannot_load_keeps_the_old_workers():
 
 @pytest.mark.parametrize("busy, expected", [(0, 2), (2, 3)])
 def test_a_dynamic_pool_keeps_its_spare_workers(busy, expected):
-    master = DryMaster(workers=4, pm="dynamic", start_workers=2, min_spare_workers=1, max_spare_workers=2)
-    master.tick()
-    master.all_ready()
-    master.tick()
+    master = booted(workers=4, pm="dynamic", start_workers=2, min_spare_workers=1, max_spare_workers=2)
     assert len(master.workers) == 2
     for worker in list(master.workers.values())[:busy]:
         master.set_state(worker, READY, active=1)
