@@ -125,7 +125,7 @@ class Channel:
     def idle(self) -> bool:
         """Nothing in flight: no live request, no partial record, no queued output."""
         return (not self.live and not self.requests and not self.output.pending
-                and (self.peer_closed or not self.conn.pending_bytes))
+                and (self.peer_closed or not self.conn.mid_record))
 
     def awaiting_first_request(self, now: float) -> bool:
         """Closing this idle connection now would fail the request on its way."""
@@ -172,14 +172,14 @@ class Channel:
         if self.state is DRAINING:
             return  # the rest of a connection we are closing: dropped
         try:
-            events = self.conn.receive_data(view[:size].tobytes())
+            events = self.conn.receive_data(view[:size])
         except p.ProtocolError as exc:
             log.warning("%r: protocol error, closing the connection: %s", self, exc)
             self.lose("protocol error")
             return
         # --read-timeout counts from the first byte of a record, so a peer
         # trickling a byte at a time (slowloris) cannot hold it open forever.
-        if not self.conn.pending_bytes:
+        if not self.conn.mid_record:
             self.record_started = None
         elif self.record_started is None:
             self.record_started = time.monotonic()

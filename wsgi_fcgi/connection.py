@@ -101,8 +101,9 @@ class ServerConnection:
         return len(self._requests)
 
     @property
-    def pending_bytes(self) -> int:
-        return self._parser.pending_bytes
+    def mid_record(self) -> bool:
+        """A record has begun arriving and not ended."""
+        return self._parser.mid_record
 
     def is_live(self, request_id: int) -> bool:
         return request_id in self._requests
@@ -118,7 +119,8 @@ class ServerConnection:
             self._params_buffered -= request.params_size
         request.params = []
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """`data` may be a view of a buffer the caller reuses: nothing keeps it."""
         events: list[Event] = []
         for record in self._parser.feed(data):
             if record.request_id == p.NULL_REQUEST_ID:

@@ -105,62 +105,100 @@ class EndRequest(NamedTuple):
 class RecordParser:
     """Incremental record parser: `feed()` any chunk, get the whole records.
 
-    A record may arrive split at any byte; the parser keeps the partial tail
-    (as a list of chunks, joined only once the record is complete, so a large
-    record arriving in many pieces is not copied again for each piece).  The
-    first invalid header raises ProtocolError and the stream cannot be resumed
-    (records have no resynchronisation marker).
+    A record may arrive split at any byte.  `feed()` may be given a view of a
+    buffer the caller reuses for its next read, so the parser copies what it
+    keeps: each record's content once, straight out of the chunk, and of a
+    record split across chunks only its content pieces, joined once complete
+    (a 64 KiB FCGI_STDIN record is copied once, or twice when split).  The
+    first invalid header raises ProtocolError and the stream cannot be
+    resumed (records have no resynchronisation marker).
     """
 
-    __slots__ = ("_pending", "_pending_len", "_needed")
+    __slots__ = ("_head", "_type", "_request_id", "_parts", "_content_left", "_padding_left")
 
     def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self._pending_len = 0
-        self._needed = 0  # bytes the pending record needs before parsing resumes
+        self._head = b""  # the start of a header split across chunks
+        # The record whose content is split across chunks (_type -1: none).
+        self._type = -1
+        self._request_id = 0
+        self._parts: list[bytes] = []
+        self._content_left = 0
+        self._padding_left = 0
+
+    @property
+    def mid_record(self) -> bool:
+        """A record has begun and not ended."""
+        return bool(self._head) or self._type != -1
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of an incomplete record waiting for the rest."""
-        return self._pending_len
+        """Bytes held for a record split across chunks."""
+        return len(self._head) + sum(map(len, self._parts))
 
-    def feed(self, data: bytes) -> list[Record]:
-        if type(data) is not bytes:
-            data = bytes(data)
-        if self._pending:
-            self._pending.append(data)
-            self._pending_len += len(data)
-            if self._pending_len < self._needed:
-                return []
-            buffer = b"".join(self._pending)
-        else:
-            buffer = data
-        records = []
-        offset = 0
-        size = len(buffer)
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        records: list[Record] = []
+        offset = self._resume(data, records) if self._head or self._type != -1 else 0
+        size = len(data)
         unpack = _HEADER.unpack_from
-        needed = HEADER_LEN
         while size - offset >= HEADER_LEN:
-            version, rtype, request_id, content_len, padding_len = unpack(buffer, offset)
+            version, rtype, request_id, content_len, padding_len = unpack(data, offset)
             if version != VERSION_1:
                 raise ProtocolError("unsupported FastCGI version %d (record header %r)"
-                                    % (version, bytes(buffer[offset:offset + HEADER_LEN])))
+                                    % (version, bytes(data[offset:offset + HEADER_LEN])))
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:
-                needed = HEADER_LEN + content_len + padding_len
-                break
-            records.append(Record(rtype, request_id, buffer[start:end]))
+                self._begin_split(rtype, request_id, content_len, padding_len)
+                self._resume_at(data, start, records)
+                return records
+            records.append(Record(rtype, request_id, bytes(data[start:end]) if content_len else b""))
             offset = end + padding_len
         if offset < size:
-            tail = buffer[offset:] if offset else buffer
-            self._pending = [tail]
-            self._pending_len = len(tail)
-            self._needed = needed
-        else:
-            self._pending = []
-            self._pending_len = 0
+            self._head = bytes(data[offset:])
         return records
+
+    def _begin_split(self, rtype: int, request_id: int, content_len: int, padding_len: int) -> None:
+        self._type = rtype
+        self._request_id = request_id
+        self._content_left = content_len
+        self._padding_left = padding_len
+
+    def _resume(self, data: bytes | bytearray | memoryview, records: list[Record]) -> int:
+        """Continue the split header or record with `data`; the offset of
+        what follows it in `data` (len(data) when it is not complete yet)."""
+        offset = 0
+        if self._head:
+            offset = HEADER_LEN - len(self._head)
+            head = self._head + bytes(data[:offset])
+            if len(head) < HEADER_LEN:
+                self._head = head
+                return len(data)
+            self._head = b""
+            version, rtype, request_id, content_len, padding_len = _HEADER.unpack(head)
+            if version != VERSION_1:
+                raise ProtocolError("unsupported FastCGI version %d (record header %r)"
+                                    % (version, head))
+            self._begin_split(rtype, request_id, content_len, padding_len)
+        return self._resume_at(data, offset, records)
+
+    def _resume_at(self, data: bytes | bytearray | memoryview, offset: int, records: list[Record]) -> int:
+        size = len(data)
+        take = min(self._content_left, size - offset)
+        if take:
+            self._parts.append(bytes(data[offset:offset + take]))
+            self._content_left -= take
+            offset += take
+        skip = min(self._padding_left, size - offset)
+        self._padding_left -= skip
+        offset += skip
+        if self._content_left or self._padding_left:
+            return size
+        parts = self._parts
+        content = parts[0] if len(parts) == 1 else b"".join(parts)
+        records.append(Record(self._type, self._request_id, content))
+        self._type = -1
+        self._parts = []
+        return offset
 
 
 def decode_begin_request(content: bytes) -> BeginRequest:

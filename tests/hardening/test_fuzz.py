@@ -86,7 +86,7 @@ def test_valid_requests_always_start(request_id, pairs, body, chunk):
     started = [e for e in events if type(e) is RequestStarted]
     assert len(started) == 1 and started[0].params == pairs
     assert b"".join(e.data for e in events if type(e) is StdinReceived) == body
-    assert conn.pending_bytes == 0
+    assert not conn.mid_record
 
 
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=[f.name for f in CORPUS_FILES])

@@ -126,7 +126,7 @@ def test_invalid_input_closes_the_connection(server, name):
         read_to_eof(conn)
         assert conn.eof
         # nothing but whole, valid records came back before the close
-        assert conn.parser.pending_bytes == 0
+        assert not conn.parser.mid_record
         assert all(r.type in (p.STDOUT, p.STDERR, p.END_REQUEST) for r in conn.records), conn.records
     assert_healthy(server)
 
@@ -156,7 +156,7 @@ def test_truncated_record_then_close(server, name, how):
     else:
         conn.sock.shutdown(socket.SHUT_WR)
         read_to_eof(conn)
-        assert conn.eof and conn.parser.pending_bytes == 0
+        assert conn.eof and not conn.parser.mid_record
         conn.close()
     assert_healthy(server)
     wait_fds_back(server)
