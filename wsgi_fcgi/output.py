@@ -35,6 +35,10 @@ Data = Buffer | list[Buffer]
 _IOV_MAX = 1000
 
 
+def _nothing() -> None:
+    pass
+
+
 class Output:
     def __init__(self, sock: socket.socket, limit: int, on_backlog: Callable[[], None]) -> None:
         self.sock = sock
@@ -147,6 +151,9 @@ class Output:
     def fail_locked(self, reason: str) -> None:
         if self.failed is None:
             self.failed = reason
+        # Nothing is queued from now on: drop the callback, which refers to
+        # the connection, so a closed connection is freed without the cyclic GC.
+        self.on_backlog = _nothing
         self._queue.clear()
         self.pending = 0
         self.progress = 0.0

@@ -376,6 +376,9 @@ class Server:
                     self._environ(request)
                 self._run_end_hooks(request)
             finally:
+                # The environ refers back to the request (wsgi.errors): without
+                # it the request's objects are freed now, not by the cyclic GC.
+                request.environ = None
                 self._release(request)
 
     def _environ(self, request: Request) -> dict:

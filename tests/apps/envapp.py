@@ -12,6 +12,8 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 /exit                 os._exit(1) in the request (kills the process)
 /write                uses the write() callable
 /stderr               writes a line to wsgi.errors
+/gc/pause             collects, then turns the cyclic GC off (what follows leaves its cycles)
+/gc/garbage           JSON: the unreachable objects since /gc/pause, by type; the GC is on again
 """
 
 import gc
@@ -56,6 +58,22 @@ def _read_body(environ):
     if environ.get("wsgi.input_terminated"):  # no length, but the server ends the stream
         return stream.read()
     return b""  # PEP 3333: without CONTENT_LENGTH a server may block on a read
+
+
+def _garbage():
+    """The objects only the cyclic GC could free, counted by type."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        kinds = {}
+        for thing in gc.garbage:
+            name = type(thing).__module__ + "." + type(thing).__qualname__
+            kinds[name] = kinds.get(name, 0) + 1
+        return kinds
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
 
 
 def _json(start_response, data, status="200 OK"):
@@ -108,6 +126,12 @@ def app(environ, start_response):
         environ["wsgi.errors"].write("a line for the error log\n")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
+    if path == "/gc/pause":
+        gc.collect()
+        gc.disable()
+        return _json(start_response, {"paused": True})
+    if path == "/gc/garbage":
+        return _json(start_response, _garbage())
     body = _read_body(environ)
     shown = {k: v for k, v in environ.items() if isinstance(v, str)}
     shown["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
