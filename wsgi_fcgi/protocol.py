@@ -148,7 +148,10 @@ class RecordParser:
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:
-                self._begin_split(rtype, request_id, content_len, padding_len)
+                self._type = rtype
+                self._request_id = request_id
+                self._content_left = content_len
+                self._padding_left = padding_len
                 self._resume_at(data, start, records)
                 return records
             records.append(Record(rtype, request_id, bytes(data[start:end]) if content_len else b""))
@@ -157,12 +160,6 @@ class RecordParser:
             self._head = bytes(data[offset:])
         return records
 
-    def _begin_split(self, rtype: int, request_id: int, content_len: int, padding_len: int) -> None:
-        self._type = rtype
-        self._request_id = request_id
-        self._content_left = content_len
-        self._padding_left = padding_len
-
     def _resume(self, data: bytes | bytearray | memoryview, records: list[Record]) -> int:
         """Continue the split header or record with `data`; the offset of
         what follows it in `data` (len(data) when it is not complete yet)."""
@@ -170,15 +167,12 @@ class RecordParser:
         if self._head:
             offset = HEADER_LEN - len(self._head)
             head = self._head + bytes(data[:offset])
-            if len(head) < HEADER_LEN:
-                self._head = head
-                return len(data)
             self._head = b""
-            version, rtype, request_id, content_len, padding_len = _HEADER.unpack(head)
-            if version != VERSION_1:
-                raise ProtocolError("unsupported FastCGI version %d (record header %r)"
-                                    % (version, head))
-            self._begin_split(rtype, request_id, content_len, padding_len)
+            records += self.feed(head)  # keeps a still partial header, or starts the record
+            if self._head:
+                return len(data)
+            if self._type == -1:  # no content, no padding: already whole
+                return offset
         return self._resume_at(data, offset, records)
 
     def _resume_at(self, data: bytes | bytearray | memoryview, offset: int, records: list[Record]) -> int:
