@@ -15,14 +15,16 @@ does not wake up (one tick a second, for heartbeats and timers).
 Running requests inline serialises them: right for an app that computes
 (the GIL serialises it anyway), wrong for one that waits (a database, a
 file, another service), whose waits the threads should overlap.  So the loop
-thread times its inline requests, wall clock against its own CPU time; when
-they spend most of their time off the CPU, every request goes to the pool
-threads for a while (HANDOFF_PERIOD), then inline runs are tried again.
+thread times its inline requests, wall clock against the time it was
+runnable (`RunnableClock`); when they spend most of their time waiting,
+every request goes to the pool threads for a while (HANDOFF_PERIOD), then
+inline runs are tried again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -49,6 +51,37 @@ HANDOFF_PERIOD = 1.0
 _TIMED_ONE_IN = 16
 #: Polls without an inline request before the standby goes to sleep (1 s).
 _POLLS_BEFORE_SLEEP = 200
+
+
+class RunnableClock:
+    """Seconds the calling thread has been runnable: on a CPU, or in the run
+    queue waiting for one.  The rest of the wall clock it waited for
+    something (I/O, a lock, a sleep).  Its CPU time alone would count the run
+    queue as waiting: a worker sharing the CPUs with others (two workers,
+    nginx and wrk on two cores: two thirds of the loop thread's wall clock)
+    would look like an app that waits, and send its requests to the pool.
+
+    The thread's CPU clock plus, on Linux, its run-queue delay: the second
+    field of /proc/thread-self/schedstat (ns, complete whenever the thread
+    runs; the first field, its CPU time, lags by up to a scheduler tick).
+    Made and read by one thread (the file is the opening thread's)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._fd = -1
+
+    def __call__(self) -> float:
+        if self._fd < 0:
+            return time.thread_time()
+        in_run_queue = int(os.pread(self._fd, 64, 0).split()[1])
+        return time.thread_time() + in_run_queue * 1e-9
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class PoolThread(threading.Thread):
@@ -91,6 +124,13 @@ class LoopThread(PoolThread):
 
     def run(self) -> None:
         pool = self.server.pool
+        pool.runnable_time = clock = RunnableClock()
+        try:
+            self._run_loop(pool)
+        finally:
+            clock.close()
+
+    def _run_loop(self, pool: WorkerPool) -> None:
         while True:
             try:
                 if self.server.loop.run(inline=True) or not pool.wait_for_loop():
@@ -115,8 +155,9 @@ class WorkerPool:
         self._owner: threading.Thread | None = None  # the thread running the selector
         self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
         self._handoff_until = 0.0  # inline runs paused until then: the app waits, see the module doc
-        self._window_wall = 0.0  # inline requests' wall-clock and CPU time in this window
-        self._window_cpu = 0.0
+        self._window_wall = 0.0  # inline requests' wall-clock and runnable time in this window
+        self._window_runnable = 0.0
+        self.runnable_time = time.thread_time  # the loop thread's RunnableClock once it runs
         self._untimed = 0  # inline requests to run before timing one again
         self._untimed_after_each = 0
         self._loop_wanted = False  # the loop thread is free again and wants the selector back
@@ -190,9 +231,9 @@ class WorkerPool:
                 self._untimed -= 1
                 self.loop_thread.run_request(request)  # type: ignore[union-attr]
             else:
-                cpu_started = time.thread_time()
+                runnable_started = self.runnable_time()
                 self.loop_thread.run_request(request)  # type: ignore[union-attr]
-                self._time_inline(started, cpu_started)
+                self._time_inline(started, runnable_started)
             with self._owner_lock:
                 self._inline_since = 0.0
                 if self._owner is not self.loop_thread:
@@ -201,19 +242,19 @@ class WorkerPool:
                     return False
         return True
 
-    def _time_inline(self, started: float, cpu_started: float) -> None:
+    def _time_inline(self, started: float, runnable_started: float) -> None:
         """Judge the app by its inline requests: see the module's doc.  Once a
         window found it computing, only one request in _TIMED_ONE_IN is timed
-        (reading a thread's CPU clock is a system call); after a hand-off
+        (reading the runnable clock is a system call); after a hand-off
         period every request is, until a window is full."""
         ended = time.monotonic()
         self._window_wall += ended - started
-        self._window_cpu += time.thread_time() - cpu_started
+        self._window_runnable += self.runnable_time() - runnable_started
         if self._window_wall < _WINDOW:
             self._untimed = self._untimed_after_each
             return
-        waiting = 1.0 - self._window_cpu / self._window_wall
-        self._window_wall = self._window_cpu = 0.0
+        waiting = 1.0 - self._window_runnable / self._window_wall
+        self._window_wall = self._window_runnable = 0.0
         if waiting > _WAITING_SHARE:
             self._handoff_until = ended + HANDOFF_PERIOD
             self._untimed = self._untimed_after_each = 0

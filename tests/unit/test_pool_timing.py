@@ -1,22 +1,29 @@
 """WorkerPool's judgement of the app from its inline requests (pool.py):
-wall clock against the loop thread's CPU clock, on a fake clock."""
+wall clock against the loop thread's runnable time, on a fake clock; and
+the real runnable clock on a shared CPU."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
 from wsgi_fcgi import pool as pool_module
-from wsgi_fcgi.pool import HANDOFF_PERIOD, WorkerPool
+from wsgi_fcgi.pool import HANDOFF_PERIOD, RunnableClock, WorkerPool
 
 
 class FakeClock:
     def __init__(self):
         self.wall = 1000.0
-        self.cpu = 5.0
+        self.runnable = 5.0
 
     def monotonic(self):
         return self.wall
 
     def thread_time(self):
-        return self.cpu
+        raise AssertionError("the pool times requests with its runnable clock")
 
 
 @pytest.fixture
@@ -26,16 +33,22 @@ def clock(monkeypatch):
     return fake
 
 
-def run_inline(pool, clock, wall_ms, cpu_ms):
-    """One inline request as dispatch() times it: `wall_ms` long, `cpu_ms` of it on the CPU."""
-    started, cpu_started = clock.wall, clock.cpu
+def new_pool(clock):
+    pool = WorkerPool(None, threads=8, inline=True)
+    pool.runnable_time = lambda: clock.runnable
+    return pool
+
+
+def run_inline(pool, clock, wall_ms, runnable_ms):
+    """One inline request as dispatch() times it: `wall_ms` long, `runnable_ms` of it runnable."""
+    started, runnable_started = clock.wall, clock.runnable
     clock.wall += wall_ms / 1000
-    clock.cpu += cpu_ms / 1000
-    pool._time_inline(started, cpu_started)
+    clock.runnable += runnable_ms / 1000
+    pool._time_inline(started, runnable_started)
 
 
 def test_an_app_that_computes_stays_inline_and_is_then_sampled(clock):
-    pool = WorkerPool(None, threads=8, inline=True)
+    pool = new_pool(clock)
     for _ in range(30):
         run_inline(pool, clock, 1.0, 1.0)
     assert pool._handoff_until == 0.0
@@ -43,7 +56,7 @@ def test_an_app_that_computes_stays_inline_and_is_then_sampled(clock):
 
 
 def test_an_app_that_waits_goes_to_the_pool_threads_for_a_while(clock):
-    pool = WorkerPool(None, threads=8, inline=True)
+    pool = new_pool(clock)
     for _ in range(5):  # 5 ms waits, 0.2 ms of CPU: the 20 ms window is full after the 5th
         run_inline(pool, clock, 5.0, 0.2)
     assert pool._handoff_until == pytest.approx(clock.wall + HANDOFF_PERIOD)
@@ -51,7 +64,7 @@ def test_an_app_that_waits_goes_to_the_pool_threads_for_a_while(clock):
 
 
 def test_one_slow_database_call_among_fast_pages_is_enough(clock):
-    pool = WorkerPool(None, threads=8, inline=True)
+    pool = new_pool(clock)
     for _ in range(9):
         run_inline(pool, clock, 0.5, 0.5)
     run_inline(pool, clock, 50.0, 0.3)
@@ -61,7 +74,52 @@ def test_one_slow_database_call_among_fast_pages_is_enough(clock):
 def test_a_computing_request_preempted_once_is_no_reason_to_hand_off(clock):
     """On a busy machine the loop thread loses the CPU now and then: a
     window stays under half off the CPU."""
-    pool = WorkerPool(None, threads=8, inline=True)
+    pool = new_pool(clock)
     for index in range(200):
         run_inline(pool, clock, 3.0 if index == 50 else 0.1, 0.1)
+    assert pool._handoff_until == 0.0
+
+
+def _spin(seconds):
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="Linux schedstat")
+def test_requests_preempted_by_other_processes_stay_inline():
+    """The loop thread sharing its CPU with two busy processes is on it a
+    third of the time: its CPU clock says its requests waited two thirds of
+    their time, the runnable clock that they never waited."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    hogs = [subprocess.Popen([sys.executable, "-c", "import os\nos.sched_setaffinity(0, {%d})\nwhile 1: pass" % cpu])
+            for _ in range(2)]
+    pool = WorkerPool(None, threads=8, inline=True)
+    measured = {}
+
+    def loop_thread():
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        pool.runnable_time = clock = RunnableClock()
+        try:
+            time.sleep(0.5)  # the hogs are spinning on that CPU
+            wall, cpu_time, runnable = time.monotonic(), time.thread_time(), clock()
+            for _ in range(100):  # 1 ms requests, timed as dispatch() times them
+                started, runnable_started = time.monotonic(), clock()
+                _spin(0.001)
+                pool._time_inline(started, runnable_started)
+            measured.update(wall=time.monotonic() - wall, cpu=time.thread_time() - cpu_time,
+                            runnable=clock() - runnable)
+        finally:
+            clock.close()
+
+    try:
+        thread = threading.Thread(target=loop_thread)
+        thread.start()
+        thread.join(20)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert measured["cpu"] < 0.6 * measured["wall"], measured  # it did share the CPU
+    assert measured["runnable"] > 0.9 * measured["wall"], measured
     assert pool._handoff_until == 0.0
