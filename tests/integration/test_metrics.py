@@ -85,9 +85,7 @@ def test_counters_never_go_down_across_recycling_reload_and_a_killed_worker(star
         if round_number == 3:
             os.kill(server.pid, signal.SIGHUP)
         if round_number == 5:
-            victim = int(pool.request("/pid").body)
-            time.sleep(0.3)  # its counters are published at the end of each request
-            os.kill(victim, signal.SIGKILL)
+            _kill_a_worker(pool)
     wait_for(scrape_and_check, 20, interval=0.1, what="every request counted")
     _, samples, _ = pool.scrape()
     accepted = samples[("wsgi_fcgi_accepted_requests_total", POOL)]
@@ -97,6 +95,20 @@ def test_counters_never_go_down_across_recycling_reload_and_a_killed_worker(star
     log = server.log()
     assert "--max-requests" in log and "died unexpectedly (signal SIGKILL)" in log
     assert accepted_series == sorted(accepted_series)
+
+
+def _kill_a_worker(pool: Pool) -> None:
+    """SIGKILL the worker that served a request (with --max-requests it may
+    have retired and exited meanwhile: then another one)."""
+    for _ in range(10):
+        victim = int(pool.request("/pid").body)
+        time.sleep(0.3)  # its counters are published at the end of each request
+        try:
+            os.kill(victim, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
+    raise AssertionError("every worker that served /pid had exited before it could be killed")
 
 
 def test_outcomes_latency_and_bytes_parsed_as_openmetrics(start_wsgi_fcgi):
