@@ -227,6 +227,13 @@ class WorkerPool:
         return still_owner
 
     def _run_inline(self, ready) -> bool:
+        try:
+            return self._run_each_inline(ready)
+        finally:
+            for callback in self.server.on_inline_round_end:
+                callback()
+
+    def _run_each_inline(self, ready) -> bool:
         put = self.queue.put
         while ready:
             request = ready.popleft()

@@ -104,6 +104,8 @@ class Server:
         self._stopped = threading.Event()
         #: called in the request thread after each request: fn(request)
         self.on_request_end: list[Callable[[Request], None]] = []
+        #: called in the loop thread after a round of requests it ran itself: fn()
+        self.on_inline_round_end: list[Callable[[], None]] = []
 
     @property
     def on_tick(self) -> list:
