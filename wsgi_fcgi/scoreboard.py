@@ -9,7 +9,7 @@ request, reads all slots.  No lock: a slot is rewritten whole with one
 counter one request old.
 
 Request counters live in two areas of their own after the slots: one
-`Counters` block per slot, written by its worker at every request end, and
+`Counters` block per slot, written by its worker after its requests end, and
 the pool totals, written only by the master when it reaps a worker: it adds
 the dead worker's last published counters to the totals and clears its slot,
 so a pool's `_total` figures never go down across recycling, reloads and
@@ -76,7 +76,7 @@ class Slot:
 
 
 _FIELDS = [f.name for f in fields(Slot)]
-_SLOT_VALUES = operator.attrgetter(*_FIELDS)  # written at every request end: kept cheap
+_SLOT_VALUES = operator.attrgetter(*_FIELDS)  # written after requests end: kept cheap
 
 
 #: request-duration histogram: upper bounds of the buckets in seconds (then +Inf)

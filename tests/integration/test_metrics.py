@@ -11,7 +11,7 @@ import time
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from support import wait_for
 
-from wsgi_fcgi import client, status
+from wsgi_fcgi import client, protocol, status
 from wsgi_fcgi.scoreboard import READY, Counters, Scoreboard, Slot
 
 STATUS = ("--status-path", "/fcgi-status")
@@ -218,3 +218,45 @@ def test_text_json_openmetrics_and_html_views_show_the_same_figures():
     assert "/search" in page and "secret" not in page
     shown = status.collect("shop", _scoreboard_with_traffic(), [], show_query=True)
     assert [w["request_uri"] for w in shown["worker_list"]] == ["", "/search?token=secret"]
+
+
+def test_a_round_of_requests_is_on_the_scoreboard_when_it_ends(start_wsgi_fcgi):
+    """The loop thread publishes the requests it runs itself once per round
+    of them (a slot write per request cost 5-8 us): 20 pipelined requests
+    are one round, and once their answers are out the other worker's status
+    page counts them all, without waiting for the next tick (1 s)."""
+    server = start_wsgi_fcgi("metricsapp:app", "--workers", "2", *STATUS)
+    pool = Pool(server.address)
+    wait_for(lambda: [w["state"] in ("idle", "busy") for w in pool.figures()["worker_list"]] == [True, True],
+             20, what="both workers ready")
+    by_worker: dict = {}
+    try:
+        for request_id in range(1, 41):  # a kept connection to each worker
+            sock = client.connect(server.address)
+            sock.sendall(client.encode_request(request_id, client.cgi_params("GET", "/pid"), keep_conn=True))
+            by_worker.setdefault(int(client.read_response(sock, request_id).body), []).append(sock)
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, "40 connections in a row went to one worker"
+        (busy_pid, (busy, *_)), (_, (other, *_)) = by_worker.items()
+
+        def busy_requests() -> int:
+            other.sendall(client.encode_request(200, client.cgi_params("GET", "/fcgi-status?json"), keep_conn=True))
+            figures = json.loads(client.read_response(other, 200).body)
+            return [w["requests"] for w in figures["worker_list"] if w["pid"] == busy_pid][0]
+
+        time.sleep(1.2)  # a tick has published whatever came before
+        before = busy_requests()
+        busy.sendall(b"".join(client.encode_request(i, client.cgi_params("GET", "/"), keep_conn=True)
+                              for i in range(101, 121)))
+        parser, ended = protocol.RecordParser(), 0
+        while ended < 20:
+            ended += sum(r.type == protocol.END_REQUEST for r in parser.feed(busy.recv(65536)))
+        answered = time.monotonic()
+        after = busy_requests()
+        assert time.monotonic() - answered < 0.5, "too slow to tell a round's publishing from a tick's"
+    finally:
+        for sockets in by_worker.values():
+            for sock in sockets:
+                sock.close()
+    assert after == before + 20
