@@ -252,6 +252,10 @@ def test_a_round_of_requests_is_on_the_scoreboard_when_it_ends(start_wsgi_fcgi):
         parser, ended = protocol.RecordParser(), 0
         while ended < 20:
             ended += sum(r.type == protocol.END_REQUEST for r in parser.feed(busy.recv(65536)))
+        # The answers go out before their round ends; a request sent now is
+        # read in a later round, so once it is answered the round is over.
+        busy.sendall(client.encode_request(121, client.cgi_params("GET", "/"), keep_conn=True))
+        client.read_response(busy, 121, parser)
         answered = time.monotonic()
         after = busy_requests()
         assert time.monotonic() - answered < 0.5, "too slow to tell a round's publishing from a tick's"
@@ -259,4 +263,4 @@ def test_a_round_of_requests_is_on_the_scoreboard_when_it_ends(start_wsgi_fcgi):
         for sockets in by_worker.values():
             for sock in sockets:
                 sock.close()
-    assert after == before + 20
+    assert before + 20 <= after <= before + 21
