@@ -104,6 +104,12 @@ def export_baseline(rev: str, into: Path) -> dict:
     return {"rev": rev, "commit": commit}
 
 
+def median_ratio(a_rounds: list, b_rounds: list) -> float | None:
+    """The median of A/B over the rounds both measured."""
+    per_round = sorted(x / y for x, y in zip(a_rounds, b_rounds, strict=False) if x and y)
+    return per_round[len(per_round) // 2] if per_round else None
+
+
 def ratios(doc: dict) -> dict:
     """Per-round req/s ratio A/B for every pair of contenders, and its median."""
     by_name = {s["contender"]: s for s in doc["summary"] if s.get("rps")}
@@ -111,9 +117,9 @@ def ratios(doc: dict) -> dict:
     for a, sa in by_name.items():
         for b, sb in by_name.items():
             if a != b and len(sa["rps"]) == len(sb["rps"]):
-                per_round = sorted(x / y for x, y in zip(sa["rps"], sb["rps"], strict=False) if y)
-                if per_round:
-                    result[(a, b)] = per_round[len(per_round) // 2]
+                value = median_ratio(sa["rps"], sb["rps"])
+                if value is not None:
+                    result[(a, b)] = value
     return result
 
 
@@ -122,11 +128,7 @@ def per_round_ratio(doc: dict, key: str, a: str, b: str) -> float | None:
     rounds: dict = {}
     for run in doc.get("runs", []):
         rounds.setdefault(run["contender"], []).append(run.get(key))
-    pairs = [(x, y) for x, y in zip(rounds.get(a, []), rounds.get(b, []), strict=False) if x and y]
-    if not pairs:
-        return None
-    per_round = sorted(x / y for x, y in pairs)
-    return per_round[len(per_round) // 2]
+    return median_ratio(rounds.get(a, []), rounds.get(b, []))
 
 
 def report(out: Path) -> str:
