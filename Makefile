@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit deps venv bench bench-micro docs clean
+.PHONY: demo test test-compiled wheel lint unit deps venv bench bench-micro docs clean
 
 $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,27 @@ demo: venv
 
 test: deps venv lint
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(MAKE) test-compiled
+
+# make wheel: the wheel with the compiled core (setup.py) for this machine's Python, in dist/
+wheel: venv
+	rm -rf build/mypyc-wheel
+	WSGI_FCGI_COMPILE=1 $(PY) -m pip wheel -q --no-deps --no-build-isolation -w build/mypyc-wheel .
+	mkdir -p dist && cp build/mypyc-wheel/*.whl dist/
+
+# The tests that drive the protocol core, again on the compiled core: the
+# wheel `make wheel` builds, unpacked (tests/hardening/test_compiled_core.py
+# also compares it with the .py files).  The soak test runs once, on the pure build.
+COMPILED_TESTS = tests/unit $(filter-out tests/hardening/test_soak.py,$(wildcard tests/hardening/test_*.py)) \
+	$(addprefix tests/integration/test_,raw_protocol.py nginx.py garbage.py differential.py roles.py \
+	zero_loss.py cgi_fcgi.py inline_requests.py refused_requests.py)
+test-compiled: wheel
+	rm -rf build/compiled
+	$(PY) -m zipfile -e build/mypyc-wheel/*.whl build/compiled
+	WSGI_FCGI_TEST_TREE=build/compiled $(PY) -m pytest -n 2 $(PYTEST_ARGS) $(COMPILED_TESTS)
 
 lint: venv
-	$(VENV)/bin/ruff check wsgi_fcgi tests benchmarks scripts examples
+	$(VENV)/bin/ruff check setup.py wsgi_fcgi tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 
 unit: venv
@@ -48,4 +66,4 @@ bench-micro: venv
 	$(PY) -m pytest benchmarks/micro --benchmark-enable
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

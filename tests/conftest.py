@@ -6,7 +6,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 
-from support import Nginx, WsgiFcgi  # noqa: E402
+from support import PACKAGE_TREE, Nginx, WsgiFcgi  # noqa: E402
+
+sys.path.insert(0, str(PACKAGE_TREE))  # before the checkout that `python -m pytest` puts first
 
 
 @pytest.fixture

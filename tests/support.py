@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: where the wsgi_fcgi under test is imported from: the checkout, or with
+#: WSGI_FCGI_TEST_TREE the compiled build `make test` runs the suite on too
+PACKAGE_TREE = Path(os.environ.get("WSGI_FCGI_TEST_TREE") or ROOT).resolve()
 APPS = Path(__file__).resolve().parent / "apps"
 PYTHON = sys.executable
 NGINX_PARAMS = Path("/etc/nginx/fastcgi_params")
@@ -144,7 +147,7 @@ class Process:
 
 def project_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(APPS), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_TREE), str(APPS), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("FCGI_WEB_SERVER_ADDRS", None)
     if extra:

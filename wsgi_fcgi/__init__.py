@@ -10,10 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Server", "serve", "__version__"]
+__all__ = ["Server", "serve", "__version__", "core_is_compiled"]
 
 if TYPE_CHECKING:
     from .server import Server, serve
+
+
+def core_is_compiled() -> bool:
+    """Whether the protocol core (protocol.py, connection.py) runs as the C
+    extension modules of a compiled build (setup.py) or as Python."""
+    from . import connection, protocol
+    return not (protocol.__file__ or "").endswith(".py") and not (connection.__file__ or "").endswith(".py")
+
+
+def build_description() -> str:
+    """"0.1.0 (compiled core)": the version and the build, for --version and the startup line."""
+    return "%s (%s)" % (__version__, "compiled core" if core_is_compiled() else "pure Python")
 
 
 def __getattr__(name: str) -> Any:

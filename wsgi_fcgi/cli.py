@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from . import __version__, privileges
+from . import build_description, privileges
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .listeners import bind_listeners, remove_unix_socket
@@ -30,7 +30,7 @@ def load(settings: Settings):
 def main(argv: list | None = None) -> None:
     start_dir = os.getcwd()
     try:
-        invocation = load_settings(argv, version=__version__)
+        invocation = load_settings(argv, version=build_description())
     except SettingError as exc:
         fail(str(exc), False)
     settings = invocation.settings

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import accesslog, proctitle, systemd
+from . import accesslog, build_description, proctitle, systemd
 from .errors import ConfigError, fail
 from .handoff import Handoff
 from .listeners import remove_unix_socket
@@ -125,7 +125,7 @@ class Master:
             fail("cannot write --pid %s: %s" % (self.settings.pid, exc.strerror or exc))
         if self.settings.preload:
             self._preload()
-        log.info("master %d: %s%d worker(s) x %d threads on %s", self.pid,
+        log.info("master %d: wsgi-fcgi %s, %s%d worker(s) x %d threads on %s", self.pid, build_description(),
                  "" if self.settings.pm == "static" else "--pm %s, at most " % self.settings.pm, self.target,
                  self.settings.threads, ", ".join(_addresses(self.sockets)))
         try:

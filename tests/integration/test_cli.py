@@ -65,7 +65,8 @@ def test_chdir(start_wsgi_fcgi, tmp_path):
 def test_version():
     done = run_cli("--version")
     assert done.returncode == 0
-    assert done.stdout.strip() == "wsgi-fcgi 0.1.0"
+    # the build (pure Python or compiled core) is checked in tests/hardening/test_compiled_core.py
+    assert done.stdout.strip() in ("wsgi-fcgi 0.1.0 (pure Python)", "wsgi-fcgi 0.1.0 (compiled core)")
 
 
 def test_script_name_option(start_wsgi_fcgi):
