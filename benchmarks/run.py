@@ -13,6 +13,10 @@ benchmarks/results/<timestamp>/.
     python3 benchmarks/run.py --report benchmarks/results/<timestamp>   # redo table + plot
     python3 benchmarks/run.py --scenarios hello,echo --baseline HEAD~1  # before/after of a change
 
+"wsgi_fcgi" is the working tree, pure Python; "wsgi_fcgi-compiled" the
+same code with its protocol core compiled (setup.py), from the wheel `make
+wheel` builds.  Each target below applies to both.
+
 --baseline REV adds the project as of git revision REV (its wsgi_fcgi/ from
 `git archive`) as the contender "baseline" to every scenario, interleaved
 with the working tree's wsgi_fcgi: the before/after figure an engine change
@@ -39,30 +43,35 @@ ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "benchmarks" / "harness" / "run.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
-#: The baseline runs from its own directory: `python -m` puts the working
-#: directory first on sys.path, so from the checkout it would import the tree.
-BASELINE = ("baseline=fastcgi:env -C {src} PYTHONPATH={src} {{project_python}} -m wsgi_fcgi "
-            "--bind 127.0.0.1:{{port}} --workers {{workers}} --threads {{threads}} --chdir {{appdir}} {{module}}:app")
+#: A wsgi_fcgi other than the working tree's (the baseline, the compiled build)
+#: runs from its own directory: `python -m` puts the working directory first
+#: on sys.path, so from the checkout it would import the tree.
+FROM_DIRECTORY = ("{name}=fastcgi:env -C {src} PYTHONPATH={src} {{project_python}} -m wsgi_fcgi "
+                  "--bind 127.0.0.1:{{port}} --workers {{workers}} --threads {{threads}} --chdir {{appdir}} "
+                  "{{module}}:app")
+COMPILED = "wsgi_fcgi-compiled"
+#: the contenders that are this project; a target of "wsgi_fcgi" applies to each
+PROJECT_BUILDS = ("wsgi_fcgi", COMPILED)
 
 TWO_WORKERS = ("wsgi_fcgi-2w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
                "--workers 2 --threads {threads} {module}:app")
 
 #: name -> (harness --app, contenders, extra harness args, [(A, B, target ratio)]); the targets are issue 14's
 SCENARIOS = {
-    "hello": ("hello", "wsgi_fcgi,uwsgi-fastcgi,c-libfcgi,flup-threaded-unix,fcgisgi-unix,"
+    "hello": ("hello", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,c-libfcgi,flup-threaded-unix,fcgisgi-unix,"
               "gunicorn-gthread-http,gunicorn-sync-http,nginx-static", [],
               [("wsgi_fcgi", "uwsgi-fastcgi", 1.5), ("wsgi_fcgi", "c-libfcgi", 0.5),
                ("wsgi_fcgi", "flup-threaded-unix", 3.0), ("wsgi_fcgi", "fcgisgi-unix", 3.0),
                ("wsgi_fcgi", "gunicorn-gthread-http", 2.5)]),
-    "flask": ("flask", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http", [],
+    "flask": ("flask", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,flup-threaded-unix,gunicorn-gthread-http", [],
               [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "gunicorn-gthread-http", 1.3)]),
-    "echo": ("echo", "wsgi_fcgi,uwsgi-fastcgi,flup-threaded-unix,gunicorn-sync-http", [],
+    "echo": ("echo", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,flup-threaded-unix,gunicorn-sync-http", [],
              [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "flup-threaded-unix", 2.0)]),
     "wait": ("wait", "wsgi_fcgi,uwsgi-fastcgi,gunicorn-gthread-http", [],
              [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "gunicorn-gthread-http", 1.0)]),
-    "big": ("big", "wsgi_fcgi,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
+    "big": ("big", "wsgi_fcgi,wsgi_fcgi-compiled,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
             [("wsgi_fcgi", "c-libfcgi", 1.0)]),
-    "hello-2w": ("hello", "wsgi_fcgi,uwsgi-fastcgi", ["--workers", "2"],
+    "hello-2w": ("hello", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi", ["--workers", "2"],
                  [("wsgi_fcgi", "uwsgi-fastcgi", 1.5)]),
     "flask-2w": ("flask", "wsgi_fcgi,wsgi_fcgi-2w", ["--define", TWO_WORKERS],
                  [("wsgi_fcgi-2w", "wsgi_fcgi", 1.4)]),
@@ -77,14 +86,24 @@ UPPER_BOUNDS = {
 }
 
 
-def run_scenario(name: str, out: Path, args, baseline_src: Path | None = None) -> Path:
-    app, contenders, extra, _ = SCENARIOS[name]
+def contenders_of(name: str, args) -> list:
+    contenders = SCENARIOS[name][1].split(",")
     if args.contenders:
         wanted = args.contenders.split(",")
-        contenders = ",".join(c for c in contenders.split(",") if c in wanted)
-    if baseline_src is not None:
-        contenders += ",baseline"
-        extra = [*extra, "--define", BASELINE.format(src=baseline_src)]
+        contenders = [c for c in contenders if c in wanted]
+    return contenders
+
+
+def run_scenario(name: str, out: Path, args, sources: dict) -> Path:
+    """`sources`: contender -> the directory it runs from (the baseline, the compiled build)."""
+    app, _, extra, _ = SCENARIOS[name]
+    contenders = contenders_of(name, args)
+    if "baseline" in sources:
+        contenders.append("baseline")
+    for contender, src in sources.items():
+        if contender in contenders:
+            extra = [*extra, "--define", FROM_DIRECTORY.format(name=contender, src=src)]
+    contenders = ",".join(contenders)
     json_path = out / ("%s.json" % name)
     cmd = [sys.executable, str(HARNESS), "--project", str(ROOT), "--app", app,
            "--contenders", contenders, "--repeat", str(args.repeat), "--duration", str(args.duration),
@@ -102,6 +121,13 @@ def export_baseline(rev: str, into: Path) -> dict:
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return {"rev": rev, "commit": commit}
+
+
+def build_compiled(into: Path) -> None:
+    """The wheel with the compiled core (`make wheel`), unpacked into `into`."""
+    subprocess.run(["make", "-C", str(ROOT), "wheel"], check=True)
+    wheel, = (ROOT / "build" / "mypyc-wheel").glob("*.whl")
+    subprocess.run([sys.executable, "-m", "zipfile", "-e", str(wheel), str(into)], check=True)
 
 
 def median_ratio(a_rounds: list, b_rounds: list) -> float | None:
@@ -131,6 +157,14 @@ def per_round_ratio(doc: dict, key: str, a: str, b: str) -> float | None:
     return median_ratio(rounds.get(a, []), rounds.get(b, []))
 
 
+def builds_of(contender: str, doc: dict) -> list:
+    """A target's contender "wsgi_fcgi" stands for each build of the project the run measured."""
+    if contender != "wsgi_fcgi":
+        return [contender]
+    measured = {s["contender"] for s in doc["summary"]}
+    return [build for build in PROJECT_BUILDS if build in measured] or [contender]
+
+
 def report(out: Path) -> str:
     lines = ["# Benchmark results (%s)" % out.name, ""]
     docs = {}
@@ -154,16 +188,21 @@ def report(out: Path) -> str:
     baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else None
     for name, doc in docs.items():
         found = ratios(doc)
-        for a, b, target in SCENARIOS[name][3]:
-            value = found.get((a, b))
-            lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
-                name, a, b, "%.2f" % value if value else "-", target,
-                "-" if not value else "yes" if value >= target else "no"))
-        for key, a, b, bound in UPPER_BOUNDS.get(name, []):
-            value = per_round_ratio(doc, key, a, b)
-            lines.append("| %s | %s %s / %s | %s | <= %.1f | %s |" % (
-                name, key, a, b, "%.2f" % value if value else "-", bound,
-                "-" if not value else "yes" if value <= bound else "no"))
+        for contender, b, target in SCENARIOS[name][3]:
+            for a in builds_of(contender, doc):
+                value = found.get((a, b))
+                lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
+                    name, a, b, "%.2f" % value if value else "-", target,
+                    "-" if not value else "yes" if value >= target else "no"))
+        for key, contender, b, bound in UPPER_BOUNDS.get(name, []):
+            for a in builds_of(contender, doc):
+                value = per_round_ratio(doc, key, a, b)
+                lines.append("| %s | %s %s / %s | %s | <= %.1f | %s |" % (
+                    name, key, a, b, "%.2f" % value if value else "-", bound,
+                    "-" if not value else "yes" if value <= bound else "no"))
+        if ("wsgi_fcgi-compiled", "wsgi_fcgi") in found:
+            lines.append("| %s | wsgi_fcgi-compiled / wsgi_fcgi | %.2f | - | - |" % (
+                name, found[("wsgi_fcgi-compiled", "wsgi_fcgi")]))
         if baseline and ("wsgi_fcgi", "baseline") in found:
             lines.append("| %s | wsgi_fcgi / baseline (%s, %s) | %.2f | - | - |" % (
                 name, baseline["rev"], baseline["commit"][:10], found[("wsgi_fcgi", "baseline")]))
@@ -224,13 +263,17 @@ def main() -> None:
         parser.error("unknown scenario %s (known: %s)" % (", ".join(unknown), ", ".join(SCENARIOS)))
     out = Path(args.out) if args.out else RESULTS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="wsgi-fcgi-baseline-") as tmp:
-        baseline_src = None
+    with tempfile.TemporaryDirectory(prefix="wsgi-fcgi-bench-") as tmp:
+        sources = {}
         if args.baseline:
-            baseline_src = Path(tmp)
-            (out / "baseline.json").write_text(json.dumps(export_baseline(args.baseline, baseline_src)) + "\n")
+            sources["baseline"] = Path(tmp) / "baseline"
+            sources["baseline"].mkdir()
+            (out / "baseline.json").write_text(json.dumps(export_baseline(args.baseline, sources["baseline"])) + "\n")
+        if any(COMPILED in contenders_of(name, args) for name in names):
+            sources[COMPILED] = Path(tmp) / "compiled"
+            build_compiled(sources[COMPILED])
         for name in names:
-            run_scenario(name, out, args, baseline_src)
+            run_scenario(name, out, args, sources)
     print(report(out))
 
 
