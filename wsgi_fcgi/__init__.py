@@ -16,11 +16,16 @@ if TYPE_CHECKING:
     from .server import Server, serve
 
 
+#: the modules a compiled build (setup.py) compiles: the sans-IO core
+CORE_MODULES = ("protocol", "connection", "environ")
+
+
 def core_is_compiled() -> bool:
-    """Whether the protocol core (protocol.py, connection.py) runs as the C
-    extension modules of a compiled build (setup.py) or as Python."""
-    from . import connection, protocol
-    return not (protocol.__file__ or "").endswith(".py") and not (connection.__file__ or "").endswith(".py")
+    """Whether the core runs as the C extension modules of a compiled build
+    (setup.py) or as Python."""
+    import importlib
+    files = [importlib.import_module("wsgi_fcgi." + name).__file__ or "" for name in CORE_MODULES]
+    return not any(path.endswith(".py") for path in files)
 
 
 def build_description() -> str:

@@ -32,13 +32,14 @@ from . import protocol as p
 from .body import ClientDisconnected
 from .channel import Channel
 from .connection import ParamsTooLarge, RequestStarted
+from .environ import build_environ
 from .handoff import Handoff
 from .listeners import PeerFilter, bind_listeners, listener_address, remove_unix_socket, warn_if_exposed
 from .loop import EventLoop
 from .pool import WorkerPool
 from .request import BodyTimeout, Request, RequestBodyTooLarge, content_length_of
 from .settings import check_server_options, server_defaults
-from .wsgi import ErrorStream, WSGIApp, base_environ, build_environ, run_app
+from .wsgi import ErrorStream, WSGIApp, base_environ, run_app
 
 log = logging.getLogger("wsgi_fcgi")
 

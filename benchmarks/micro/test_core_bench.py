@@ -10,7 +10,8 @@ import pytest
 from wsgi_fcgi import protocol as p
 from wsgi_fcgi.client import cgi_params, encode_request
 from wsgi_fcgi.connection import RequestStarted, ServerConnection
-from wsgi_fcgi.wsgi import base_environ, build_environ, encode_head, run_app
+from wsgi_fcgi.environ import build_environ
+from wsgi_fcgi.wsgi import base_environ, encode_head, run_app
 
 HEADERS = [("Host", "127.0.0.1:8080"), ("User-Agent", "wrk"), ("Accept", "*/*"),
            ("Accept-Encoding", "gzip"), ("Cookie", "session=abc; theme=dark")]

@@ -1,11 +1,11 @@
-"""The compiled core (setup.py: protocol.py and connection.py built by mypyc)
-against its reference, the .py files of the checkout.
+"""The compiled core (setup.py: protocol.py, connection.py and environ.py
+built by mypyc) against its reference, the .py files of the checkout.
 
 `make test` runs the suite twice: on the checkout (pure Python), then on the
 wheel with the compiled core (WSGI_FCGI_TEST_TREE, see tests/support.py).
 Each run first checks that it tests the build it was asked for; the
 compiled run then feeds the same inputs to both builds and wants the same
-events, records, pairs and errors.
+events, records, pairs, environs and errors.
 """
 
 import importlib
@@ -25,7 +25,7 @@ import fuzz_targets  # noqa: E402
 from support import PACKAGE_TREE, PYTHON, ROOT, project_env  # noqa: E402
 
 import wsgi_fcgi  # noqa: E402
-from wsgi_fcgi import connection, protocol  # noqa: E402
+from wsgi_fcgi import connection, environ, protocol  # noqa: E402
 
 COMPILED_RUN = bool(os.environ.get("WSGI_FCGI_TEST_TREE"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "500"))
@@ -35,8 +35,17 @@ compiled_only = pytest.mark.skipif(not COMPILED_RUN, reason="the compiled run of
 
 
 def test_the_suite_imports_the_build_it_was_asked_for():
-    assert wsgi_fcgi.core_is_compiled() is COMPILED_RUN, (protocol.__file__, connection.__file__)
+    assert wsgi_fcgi.core_is_compiled() is COMPILED_RUN, (protocol.__file__, connection.__file__, environ.__file__)
     assert Path(wsgi_fcgi.__file__).resolve().is_relative_to(PACKAGE_TREE)
+
+
+def test_setup_compiles_the_core_modules():
+    sys.path.insert(0, str(ROOT))
+    try:
+        setup = importlib.import_module("setup")
+    finally:
+        sys.path.remove(str(ROOT))
+    assert setup.COMPILED_MODULES == ["wsgi_fcgi/%s.py" % name for name in wsgi_fcgi.CORE_MODULES]
 
 
 def test_the_servers_the_tests_start_run_the_same_build():
@@ -47,7 +56,7 @@ def test_the_servers_the_tests_start_run_the_same_build():
 
 
 def reference_core():
-    """protocol and connection from the checkout's .py files, as a package of their own."""
+    """protocol, connection and environ from the checkout's .py files, as a package of their own."""
     name = "wsgi_fcgi_reference"
     if name not in sys.modules:
         source = ROOT / "wsgi_fcgi"
@@ -58,8 +67,9 @@ def reference_core():
         spec.loader.exec_module(package)
     ref_protocol = importlib.import_module(name + ".protocol")
     ref_connection = importlib.import_module(name + ".connection")
-    assert ref_protocol.__file__.endswith(".py") and ref_connection.__file__.endswith(".py")
-    return ref_protocol, ref_connection
+    ref_environ = importlib.import_module(name + ".environ")
+    assert all(m.__file__.endswith(".py") for m in (ref_protocol, ref_connection, ref_environ))
+    return ref_protocol, ref_connection, ref_environ
 
 
 def outcome(call, *args):
@@ -93,7 +103,7 @@ def connection_outcomes(module, data: bytes, chunk: int) -> list:
 @FUZZ
 @given(st.binary(max_size=2048), st.integers(0, 40))
 def test_connection_events_are_the_reference_s(data, chunk):
-    _, ref_connection = reference_core()
+    _, ref_connection, _ = reference_core()
     for stream in (data, fuzz_targets.stream_from_bytes(data)):
         assert connection_outcomes(connection, stream, chunk) == connection_outcomes(ref_connection, stream, chunk)
 
@@ -102,7 +112,7 @@ def test_connection_events_are_the_reference_s(data, chunk):
 @FUZZ
 @given(st.binary(max_size=1024), st.integers(0, 40))
 def test_records_and_pairs_are_the_reference_s(data, chunk):
-    ref_protocol, _ = reference_core()
+    ref_protocol, _, _ = reference_core()
     assert outcome(protocol.decode_pairs, data) == outcome(ref_protocol.decode_pairs, data)
     stream = fuzz_targets.stream_from_bytes(data)
     compiled_parser, ref_parser = protocol.RecordParser(), ref_protocol.RecordParser()
@@ -117,7 +127,7 @@ def test_records_and_pairs_are_the_reference_s(data, chunk):
 @FUZZ
 @given(st.integers(1, 0xFFFF), st.binary(max_size=70000), st.integers(0, 0xFFFFFFFF))
 def test_encoders_are_the_reference_s(request_id, data, app_status):
-    ref_protocol, _ = reference_core()
+    ref_protocol, _, _ = reference_core()
     for name, args in [("encode_stream", (protocol.STDOUT, request_id, data)),
                        ("stream_parts", (protocol.STDERR, request_id, data)),
                        ("encode_stdout_end", (request_id, app_status)),
@@ -128,3 +138,20 @@ def test_encoders_are_the_reference_s(request_id, data, app_status):
         if isinstance(compiled, list):  # stream_parts: headers, memoryviews and padding
             compiled, reference = [bytes(b) for b in compiled], [bytes(b) for b in reference]
         assert compiled == reference, name
+
+
+cgi_names = st.sampled_from(["REQUEST_URI", "SCRIPT_NAME", "PATH_INFO", "HTTPS", "REQUEST_SCHEME", "HTTP_COOKIE",
+                             "HTTP_HOST", "HTTP_X", "CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "REQUEST_METHOD"])
+cgi_values = st.one_of(st.sampled_from(["/", "/app", "/app/x", "/a%2Fb/%e2%82%ac", "http://h/x?y", "on", "https",
+                                        "", "/app/"]), st.text(max_size=20))
+
+
+@compiled_only
+@FUZZ
+@given(st.lists(st.tuples(cgi_names, cgi_values), max_size=12), st.sampled_from(["", "/app", "/app/x"]))
+def test_environs_are_the_reference_s(params, script_name):
+    _, _, ref_environ = reference_core()
+    raw = [(name.encode(), value.encode("utf-8")) for name, value in params]
+    base = {"wsgi.version": (1, 0), "wsgi.multithread": True}
+    assert outcome(environ.build_environ, raw, base, script_name) == outcome(ref_environ.build_environ, raw, base,
+                                                                            script_name)

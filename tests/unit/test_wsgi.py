@@ -9,18 +9,15 @@ import sys
 
 import pytest
 
+from wsgi_fcgi.environ import build_environ, params_to_environ, split_script_name, url_scheme
 from wsgi_fcgi.wsgi import (
     INTERNAL_ERROR,
     ErrorStream,
     FileWrapper,
     InvalidResponse,
     base_environ,
-    build_environ,
     encode_head,
-    params_to_environ,
     run_app,
-    split_script_name,
-    url_scheme,
 )
 
 
