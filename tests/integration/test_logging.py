@@ -84,7 +84,8 @@ def test_log_config_as_json_and_toml(start_wsgi_fcgi, tmp_path):
     for server, out in zip(servers, (json_out, toml_out), strict=True):
         assert client.request(server.address, "GET", "/", timeout=15).body == b"hello"
         text = _read(out, "serving on")  # a worker's line: the workers inherit the configuration
-        assert re.search(r"^CUSTOM INFO wsgi_fcgi %d master %d: 1 worker" % (server.pid, server.pid), text, re.M)
+        assert re.search(r"^CUSTOM INFO wsgi_fcgi %d master %d: wsgi-fcgi .*, 1 worker" % (server.pid, server.pid),
+                         text, re.M)
         assert "CUSTOM INFO wsgi_fcgi " in text.split("serving on")[0].splitlines()[-1]
 
 
