@@ -194,12 +194,12 @@ class ServerConnection:
         params = p.decode_pairs(b"".join(request.params))
         self._release_params(request)
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
-        events.append(RequestStarted(request_id, request.role, request.keep_conn, params))
+        events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params)))
 
     def _stdin(self, request_id: int, request: _RequestState, content: bytes,
                events: list[Event]) -> None:
         if request.state == _STDIN:
-            events.append(StdinReceived(request_id, content))
+            events.append(tuple.__new__(StdinReceived, (request_id, content)))  # as protocol.Record
             if not content:
                 request.state = _DATA if request.role == p.FILTER else _INPUT_DONE
         elif request.state == _PARAMS:

@@ -78,6 +78,10 @@ class ProtocolError(Exception):
     """The peer sent bytes that are not valid FastCGI 1.0."""
 
 
+# The hot paths build their NamedTuples with tuple.__new__: a NamedTuple's own
+# __new__ is a Python function (namedtuple compiles it from a string), one
+# interpreted call per record even in the compiled core.  Same object.
+
 class Record(NamedTuple):
     type: int
     request_id: int
@@ -154,7 +158,7 @@ class RecordParser:
                 self._padding_left = padding_len
                 self._resume_at(data, start, records)
                 return records
-            records.append(Record(rtype, request_id, bytes(data[start:end]) if content_len else b""))
+            records.append(tuple.__new__(Record, (rtype, request_id, bytes(data[start:end]) if content_len else b"")))
             offset = end + padding_len
         if offset < size:
             self._head = bytes(data[offset:])
@@ -189,7 +193,7 @@ class RecordParser:
             return size
         parts = self._parts
         content = parts[0] if len(parts) == 1 else b"".join(parts)
-        records.append(Record(self._type, self._request_id, content))
+        records.append(tuple.__new__(Record, (self._type, self._request_id, content)))
         self._type = -1
         self._parts = []
         return offset
@@ -198,7 +202,7 @@ class RecordParser:
 def decode_begin_request(content: bytes) -> BeginRequest:
     if len(content) != _BEGIN_BODY.size:
         raise ProtocolError("FCGI_BEGIN_REQUEST body is %d bytes, not 8" % len(content))
-    return BeginRequest(*_BEGIN_BODY.unpack(content))
+    return tuple.__new__(BeginRequest, _BEGIN_BODY.unpack(content))
 
 
 def decode_end_request(content: bytes) -> EndRequest:
