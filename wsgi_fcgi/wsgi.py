@@ -15,6 +15,7 @@ No sockets here either: the response goes to a `transport`, an object with
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -31,6 +32,11 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 # RFC 9110 5.5: a field value is visible characters, SP, HTAB and obs-text.
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
 _STATUS = re.compile(r"[1-9][0-9][0-9](?: [^\x00-\x1f\x7f]*)?").fullmatch
+# An app sends few distinct statuses and header names: each is matched once, then
+# looked up (bounded caches; a miss costs the match).  Values vary: printable
+# ASCII, the common case, passes without the expression.
+_is_status = functools.lru_cache(maxsize=256)(lambda status: _STATUS(status) is not None)
+_is_header_name = functools.lru_cache(maxsize=1024)(lambda name: _HEADER_NAME(name) is not None)
 
 INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 21\r\n\r\nInternal Server Error")
@@ -92,7 +98,7 @@ def base_environ(*, multithread: bool = True, multiprocess: bool = False) -> dic
 
 def encode_head(status: str, headers: list) -> bytes:
     """The CGI response head (RFC 3875 6.3): Status line, headers, blank line."""
-    if type(status) is not str or not _STATUS(status):
+    if type(status) is not str or not _is_status(status):
         raise InvalidResponse("invalid status %r" % (status,))
     lines = ["Status: ", status, "\r\n"]
     for item in headers:
@@ -102,9 +108,9 @@ def encode_head(status: str, headers: list) -> bytes:
             name, value = item
         except (TypeError, ValueError):
             raise InvalidResponse("header %r is not a (name, value) pair" % (item,)) from None
-        if type(name) is not str or not _HEADER_NAME(name):
+        if type(name) is not str or not _is_header_name(name):
             raise InvalidResponse("invalid header name %r" % (name,))
-        if type(value) is not str or _BAD_HEADER_VALUE(value):
+        if type(value) is not str or not (value.isascii() and value.isprintable()) and _BAD_HEADER_VALUE(value):
             raise InvalidResponse("invalid value for header %s: %r" % (name, value))
         lines += (name, ": ", value, "\r\n")
     lines.append("\r\n")

@@ -217,7 +217,7 @@ def test_bad_status_is_refused(status):
 
 
 @pytest.mark.parametrize("header", [
-    ("X-Bad", "a\r\nInjected: yes"), ("X-Bad", "a\nb"), ("X-Bad", "a\rb"), ("X-Bad", "nul\x00"),
+    ("X-Bad", "a\r\nInjected: yes"), ("X-Bad", "a\nb"), ("X-Bad", "a\rb"), ("X-Bad", "nul\x00"), ("X-Bad", "del\x7f"),
     ("X-Bad", "snowman \u2603"), ("Bad Name", "v"), ("Bad:Name", "v"), ("", "v"), ("X\r\nY", "v"),
     ("Caf\xe9", "v"), (b"X-Bytes", "v"), ("X-Bytes", b"v"), ("X-Int", 1), ("only-one",), "XY",
 ])
@@ -228,6 +228,19 @@ def test_bad_headers_are_refused(header):
 
 def test_tab_in_a_header_value_is_allowed():
     assert encode_head("200 OK", [("X-Tab", "a\tb")]).endswith(b"X-Tab: a\tb\r\n\r\n")
+
+
+def test_obs_text_in_a_header_value_is_allowed():
+    assert encode_head("200 OK", [("X-Latin", "caf\xe9")]).endswith(b"X-Latin: caf\xe9\r\n\r\n")
+
+
+def test_a_status_or_name_refused_once_is_refused_again():
+    # statuses and names are cached once checked: the verdict, not only the good ones
+    for _ in range(2):
+        with pytest.raises(InvalidResponse):
+            encode_head("2000 OK", [])
+        with pytest.raises(InvalidResponse):
+            encode_head("200 OK", [("Bad Name", "v")])
 
 
 # -- run_app ----------------------------------------------------------------------
