@@ -66,6 +66,10 @@ MAX_CONNS = b"FCGI_MAX_CONNS"
 MAX_REQS = b"FCGI_MAX_REQS"
 MPXS_CONNS = b"FCGI_MPXS_CONNS"
 
+#: what the parser and the encoders take: bytes, or a buffer of bytes the caller
+#: may reuse (the compiled core checks these types; anything else is a TypeError)
+BytesLike = bytes | bytearray | memoryview
+
 _HEADER = struct.Struct("!BBHHBx")
 _BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!LB3x")
@@ -139,7 +143,7 @@ class RecordParser:
         """Bytes held for a record split across chunks."""
         return len(self._head) + sum(map(len, self._parts))
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+    def feed(self, data: BytesLike) -> list[Record]:
         records: list[Record] = []
         offset = self._resume(data, records) if self._head or self._type != -1 else 0
         size = len(data)
@@ -164,7 +168,7 @@ class RecordParser:
             self._head = bytes(data[offset:])
         return records
 
-    def _resume(self, data: bytes | bytearray | memoryview, records: list[Record]) -> int:
+    def _resume(self, data: BytesLike, records: list[Record]) -> int:
         """Continue the split header or record with `data`; the offset of
         what follows it in `data` (len(data) when it is not complete yet)."""
         offset = 0
@@ -179,7 +183,7 @@ class RecordParser:
                 return offset
         return self._resume_at(data, offset, records)
 
-    def _resume_at(self, data: bytes | bytearray | memoryview, offset: int, records: list[Record]) -> int:
+    def _resume_at(self, data: BytesLike, offset: int, records: list[Record]) -> int:
         size = len(data)
         take = min(self._content_left, size - offset)
         if take:
@@ -264,7 +268,7 @@ def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
                     for name, value in pairs)
 
 
-def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:
+def encode_record(rtype: int, request_id: int, content: BytesLike = b"") -> bytes:
     """One record, padded to a multiple of 8 bytes as the spec recommends (3.3)."""
     length = len(content)
     if length > MAX_CONTENT_LEN:
@@ -273,7 +277,7 @@ def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:
     return _HEADER.pack(VERSION_1, rtype, request_id, length, padding) + content + _PADDING[padding]
 
 
-def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
+def encode_stream(rtype: int, request_id: int, data: BytesLike) -> bytes:
     """Stream data (STDOUT, STDERR, STDIN, DATA, PARAMS) as records of <= 65535 bytes.
 
     Empty data gives nothing: the empty record that closes a stream is
@@ -286,7 +290,7 @@ def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
                     for i in range(0, len(data), MAX_CONTENT_LEN))
 
 
-def stream_parts(rtype: int, request_id: int, data: bytes) -> list[bytes | memoryview]:
+def stream_parts(rtype: int, request_id: int, data: BytesLike) -> list[bytes | memoryview]:
     """`encode_stream` as a list of buffers (headers, slices of `data`,
     padding) for a scatter-gather send: the content is not copied."""
     view = memoryview(data)

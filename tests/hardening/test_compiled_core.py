@@ -133,7 +133,10 @@ def test_encoders_are_the_reference_s(request_id, data, app_status):
                        ("encode_stdout_end", (request_id, app_status)),
                        ("encode_params", (request_id, [(data[:300], data[300:600])])),
                        ("encode_get_values_result", ([(b"FCGI_MAX_CONNS", data[:9])],)),
-                       ("encode_record", (protocol.STDIN, request_id, data))]:
+                       ("encode_record", (protocol.STDIN, request_id, data)),
+                       ("encode_record", (protocol.STDIN, request_id, bytearray(data))),
+                       ("encode_stream", (protocol.STDOUT, request_id, memoryview(data))),
+                       ("stream_parts", (protocol.STDOUT, request_id, bytearray(data)))]:
         compiled, reference = outcome(getattr(protocol, name), *args), outcome(getattr(ref_protocol, name), *args)
         if isinstance(compiled, list):  # stream_parts: headers, memoryviews and padding
             compiled, reference = [bytes(b) for b in compiled], [bytes(b) for b in reference]
