@@ -12,10 +12,15 @@ MYPY = "mypy>=1.10"
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    extra = [MYPY] if compile_requested() else []
-    return build_meta.get_requires_for_build_wheel(config_settings) + extra
+    # Compiling, setuptools' own hook must not run: it executes setup.py, whose
+    # ext_modules imports mypyc, which is what this hook asks to install.
+    # setup.py has no setup_requires; setuptools is in build-system.requires.
+    if compile_requested():
+        return [MYPY]
+    return build_meta.get_requires_for_build_wheel(config_settings)
 
 
 def get_requires_for_build_editable(config_settings=None):
-    extra = [MYPY] if compile_requested() else []
-    return build_meta.get_requires_for_build_editable(config_settings) + extra
+    if compile_requested():
+        return [MYPY]
+    return build_meta.get_requires_for_build_editable(config_settings)

@@ -87,6 +87,30 @@ def test_sdist_carries_the_tests_and_the_license(dist):
     assert not any("__pycache__" in name for name in names)
 
 
+BACKEND_HOOKS = """
+import json, sys
+sys.modules["mypyc"] = sys.modules["mypyc.build"] = None  # as in pip's isolated build before it installs mypy
+sys.path[:0] = ["scripts", "."]
+import build_backend
+print(json.dumps([build_backend.get_requires_for_build_wheel(), build_backend.get_requires_for_build_editable()]))
+"""
+
+
+@pytest.mark.parametrize("compile_core", ["1", ""])
+def test_build_requirements_ask_for_mypy_only_when_compiling(compile_core):
+    """With WSGI_FCGI_COMPILE=1 the backend asks for mypy without running
+    setup.py, which would import mypyc before it is installed (an sdist
+    built with build isolation failed so)."""
+    result = subprocess.run([sys.executable, "-c", BACKEND_HOOKS], cwd=ROOT, capture_output=True, text=True,
+                            timeout=BUILD_SECONDS, env={"PATH": "/usr/bin:/bin", "WSGI_FCGI_COMPILE": compile_core})
+    assert result.returncode == 0, result.stderr
+    wheel, editable = json.loads(result.stdout.splitlines()[-1])
+    if compile_core:
+        assert wheel == editable == ["mypy>=1.10"]
+    else:
+        assert not any(r.startswith("mypy") for r in wheel + editable), (wheel, editable)
+
+
 def test_wheel_in_a_fresh_venv_serves_a_request(dist, tmp_path):
     wheel = only(dist, "*.whl")
     venv = tmp_path / "venv"
