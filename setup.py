@@ -5,9 +5,9 @@ core, `wsgi_fcgi/protocol.py`, `connection.py` and `environ.py` (the
 modules of wsgi_fcgi.CORE_MODULES), with mypyc into C extension modules
 that Python imports in place of those files; every other module stays
 Python.  The .py files are the reference: without the variable the package
-is pure Python, and `make test` runs the suite on both builds.  The build backend (scripts/build_backend.py) adds mypy
-to the build requirements when the variable is set.  All other metadata is in
-pyproject.toml.
+is pure Python, and `make test` runs the suite on both builds.  The build
+backend (scripts/build_backend.py) adds mypy to the build requirements when
+the variable is set.  All other metadata is in pyproject.toml.
 """
 
 import os

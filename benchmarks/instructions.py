@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "benchmarks" / "harness" / "apps"
 sys.path.insert(0, str(ROOT))
 
+from run import build_compiled  # noqa: E402  (benchmarks/run.py, beside this file)
+
 from wsgi_fcgi import client  # noqa: E402
 from wsgi_fcgi import protocol as p  # noqa: E402
 
@@ -110,20 +112,14 @@ def core(tree: Path, requests: int, tmp: Path) -> int:
     return run(requests) - run(0)
 
 
-def compiled_tree(into: Path) -> Path:
-    subprocess.run(["make", "-C", str(ROOT), "wheel"], check=True, stdout=subprocess.DEVNULL)
-    wheel, = (ROOT / "build" / "mypyc-wheel").glob("*.whl")
-    subprocess.run([sys.executable, "-m", "zipfile", "-e", str(wheel), str(into)], check=True)
-    return into
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wsgi-fcgi-instructions-") as name:
         tmp = Path(name)
-        builds = {"pure Python": ROOT, "compiled": compiled_tree(tmp / "compiled")}
+        build_compiled(tmp / "compiled")
+        builds = {"pure Python": ROOT, "compiled": tmp / "compiled"}
         results = {}
         for label, tree in builds.items():
             results[label] = (engine(tree, args.requests, tmp) / args.requests,

@@ -200,9 +200,8 @@ def report(out: Path) -> str:
                 lines.append("| %s | %s %s / %s | %s | <= %.1f | %s |" % (
                     name, key, a, b, "%.2f" % value if value else "-", bound,
                     "-" if not value else "yes" if value <= bound else "no"))
-        if ("wsgi_fcgi-compiled", "wsgi_fcgi") in found:
-            lines.append("| %s | wsgi_fcgi-compiled / wsgi_fcgi | %.2f | - | - |" % (
-                name, found[("wsgi_fcgi-compiled", "wsgi_fcgi")]))
+        if (COMPILED, "wsgi_fcgi") in found:
+            lines.append("| %s | %s / wsgi_fcgi | %.2f | - | - |" % (name, COMPILED, found[(COMPILED, "wsgi_fcgi")]))
         if baseline and ("wsgi_fcgi", "baseline") in found:
             lines.append("| %s | wsgi_fcgi / baseline (%s, %s) | %.2f | - | - |" % (
                 name, baseline["rev"], baseline["commit"][:10], found[("wsgi_fcgi", "baseline")]))

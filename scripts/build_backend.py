@@ -11,16 +11,16 @@ from setup import compile_requested
 MYPY = "mypy>=1.10"
 
 
-def get_requires_for_build_wheel(config_settings=None):
+def _requires(setuptools_hook, config_settings):
     # Compiling, setuptools' own hook must not run: it executes setup.py, whose
     # ext_modules imports mypyc, which is what this hook asks to install.
     # setup.py has no setup_requires; setuptools is in build-system.requires.
-    if compile_requested():
-        return [MYPY]
-    return build_meta.get_requires_for_build_wheel(config_settings)
+    return [MYPY] if compile_requested() else setuptools_hook(config_settings)
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return _requires(build_meta.get_requires_for_build_wheel, config_settings)
 
 
 def get_requires_for_build_editable(config_settings=None):
-    if compile_requested():
-        return [MYPY]
-    return build_meta.get_requires_for_build_editable(config_settings)
+    return _requires(build_meta.get_requires_for_build_editable, config_settings)

@@ -110,7 +110,7 @@ def encode_head(status: str, headers: list) -> bytes:
             raise InvalidResponse("header %r is not a (name, value) pair" % (item,)) from None
         if type(name) is not str or not _is_header_name(name):
             raise InvalidResponse("invalid header name %r" % (name,))
-        if type(value) is not str or not (value.isascii() and value.isprintable()) and _BAD_HEADER_VALUE(value):
+        if type(value) is not str or (not (value.isascii() and value.isprintable()) and _BAD_HEADER_VALUE(value)):
             raise InvalidResponse("invalid value for header %s: %r" % (name, value))
         lines += (name, ": ", value, "\r\n")
     lines.append("\r\n")

@@ -18,10 +18,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: the checkout's package (the tests import the one under test)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-if __name__ == "__main__":  # under atheris: instrument only the code under test (fast start)
+if __name__ == "__main__":  # under atheris: the checkout's package (the tests import the one under test),
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # instrumenting only the code under test
     import atheris
     with atheris.instrument_imports(include=["wsgi_fcgi"]):
         from wsgi_fcgi import connection, protocol  # noqa: F401
