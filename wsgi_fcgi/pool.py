@@ -17,8 +17,12 @@ Running requests inline serialises them: right for an app that computes
 file, another service), whose waits the threads should overlap.  So the loop
 thread times its inline requests, wall clock against the time it was
 runnable (`RunnableClock`); when they spend most of their time waiting,
-every request goes to the pool threads for a while (HANDOFF_PERIOD), then
-inline runs are tried again.
+every request goes to the pool threads for a while, then inline runs are
+tried again.  The while doubles from HANDOFF_PERIOD up to
+MAX_HANDOFF_PERIOD each time the try finds the app still waiting: a try
+serialises a window's worth of requests (3% of the throughput of an app
+that waits 5 ms per request, tried every second).  The try ends with the
+request that fills the window; the rest of its round go to the pool threads.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ _WINDOW = 0.020
 #: CPU sends requests to the pool threads for HANDOFF_PERIOD seconds.
 _WAITING_SHARE = 0.5
 HANDOFF_PERIOD = 1.0
+MAX_HANDOFF_PERIOD = 16.0
 _TIMED_ONE_IN = 16
 #: Polls without an inline request before the standby goes to sleep (1 s).
 _POLLS_BEFORE_SLEEP = 200
@@ -155,6 +160,7 @@ class WorkerPool:
         self._owner: threading.Thread | None = None  # the thread running the selector
         self._inline_since = 0.0  # when the loop thread started its inline request, 0 if none
         self._handoff_until = 0.0  # inline runs paused until then: the app waits, see the module doc
+        self._handoff_period = HANDOFF_PERIOD  # the next pause, if the next window finds it waiting too
         self._window_wall = 0.0  # inline requests' wall-clock and runnable time in this window
         self._window_runnable = 0.0
         self.runnable_time = time.thread_time  # the loop thread's RunnableClock once it runs
@@ -214,66 +220,75 @@ class WorkerPool:
         """Queue the requests started this round, or run them here when the
         loop thread may.  False: the standby took the selector meanwhile."""
         if not inline or time.monotonic() < self._handoff_until:
-            put = self.queue.put
-            while ready:
-                put(ready.popleft())
+            self._hand_all(ready)
             return True
-        if self._untimed:
-            self._untimed -= 1
-            return self._run_inline(ready)
-        started, runnable_started = time.monotonic(), self.runnable_time()
-        still_owner = self._run_inline(ready)
-        self._time_inline(started, runnable_started)
-        return still_owner
-
-    def _run_inline(self, ready) -> bool:
         try:
             return self._run_each_inline(ready)
         finally:
             for callback in self.server.on_inline_round_end:
                 callback()
 
-    def _run_each_inline(self, ready) -> bool:
+    def _hand_all(self, ready) -> None:
         put = self.queue.put
+        while ready:
+            put(ready.popleft())
+
+    def _run_each_inline(self, ready) -> bool:
         while ready:
             request = ready.popleft()
             if request.ended or request.streaming:
-                put(request)
+                self.queue.put(request)
                 continue
-            self._inline_since = time.monotonic()
-            if self._standby_asleep:
-                self._standby_asleep = False
-                self._standby_wake.set()
-            self.loop_thread.run_request(request)  # type: ignore[union-attr]
-            with self._owner_lock:
-                self._inline_since = 0.0
-                if self._owner is not self.loop_thread:
-                    while ready:  # the standby owns the selector: the rest go to the pool
-                        put(ready.popleft())
+            still_owner, app_waits = self._run_one_inline(request)
+            if not still_owner or app_waits:  # the standby owns the selector, or the app waits
+                self._hand_all(ready)
+                if not still_owner:
                     return False
         return True
 
-    def _time_inline(self, started: float, runnable_started: float) -> None:
-        """Judge the app by its inline requests, timed a round of the loop at
-        a time: see the module's doc.  Once a window found it computing, only
-        one round in _TIMED_ONE_IN is timed (reading the runnable clock takes
-        two system calls, 3-7 us on a loaded machine); after a hand-off period
-        every round is, until a window is full."""
+    def _run_one_inline(self, request: Request) -> tuple[bool, bool]:
+        """(whether the loop thread still owns the selector, whether this
+        request's timing found the app waiting)."""
+        timed = not self._untimed
+        if timed:
+            runnable_started = self.runnable_time()
+        else:
+            self._untimed -= 1
+        self._inline_since = started = time.monotonic()
+        if self._standby_asleep:
+            self._standby_asleep = False
+            self._standby_wake.set()
+        self.loop_thread.run_request(request)  # type: ignore[union-attr]
+        with self._owner_lock:
+            self._inline_since = 0.0
+            still_owner = self._owner is self.loop_thread
+        return still_owner, timed and self._time_inline(started, runnable_started)
+
+    def _time_inline(self, started: float, runnable_started: float) -> bool:
+        """Judge the app by its inline requests (see the module's doc); True
+        when this one filled a window that found it waiting.  Once a window
+        found it computing, only one request in _TIMED_ONE_IN is timed
+        (reading the runnable clock takes two system calls, 3-7 us on a
+        loaded machine); after a hand-off period every request is, until a
+        window is full."""
         ended = time.monotonic()
         self._window_wall += ended - started
         self._window_runnable += self.runnable_time() - runnable_started
         if self._window_wall < _WINDOW:
             self._untimed = self._untimed_after_each
-            return
+            return False
         waiting = 1.0 - self._window_runnable / self._window_wall
         self._window_wall = self._window_runnable = 0.0
-        if waiting > _WAITING_SHARE:
-            self._handoff_until = ended + HANDOFF_PERIOD
-            self._untimed = self._untimed_after_each = 0
-            log.debug("requests waited %.0f%% of their time: to the pool threads for %.1f s",
-                      100 * waiting, HANDOFF_PERIOD)
-        else:
+        if waiting <= _WAITING_SHARE:
+            self._handoff_period = HANDOFF_PERIOD
             self._untimed = self._untimed_after_each = _TIMED_ONE_IN - 1
+            return False
+        self._handoff_until = ended + self._handoff_period
+        log.debug("requests waited %.0f%% of their time: to the pool threads for %.0f s",
+                  100 * waiting, self._handoff_period)
+        self._handoff_period = min(2 * self._handoff_period, MAX_HANDOFF_PERIOD)
+        self._untimed = self._untimed_after_each = 0
+        return True
 
     @property
     def loop_wanted(self) -> bool:

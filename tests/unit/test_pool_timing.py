@@ -11,7 +11,7 @@ import time
 import pytest
 
 from wsgi_fcgi import pool as pool_module
-from wsgi_fcgi.pool import HANDOFF_PERIOD, RunnableClock, WorkerPool
+from wsgi_fcgi.pool import HANDOFF_PERIOD, MAX_HANDOFF_PERIOD, RunnableClock, WorkerPool
 
 
 class FakeClock:
@@ -61,6 +61,57 @@ def test_an_app_that_waits_goes_to_the_pool_threads_for_a_while(clock):
         run_inline(pool, clock, 5.0, 0.2)
     assert pool._handoff_until == pytest.approx(clock.wall + HANDOFF_PERIOD)
     assert pool._untimed == 0  # after the period every request is timed again
+
+
+def test_the_pause_doubles_while_the_app_keeps_waiting_and_resets_once_it_computes(clock):
+    """Each try serialises a window of waiting requests: tried less often
+    the longer the app keeps waiting."""
+    pool = new_pool(clock)
+    pauses = []
+    for _ in range(7):
+        clock.wall = max(clock.wall, pool._handoff_until)  # the pause is over: inline runs again
+        while pool._handoff_until <= clock.wall:
+            run_inline(pool, clock, 6.0, 0.2)
+        pauses.append(round(pool._handoff_until - clock.wall, 3))
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
+    assert MAX_HANDOFF_PERIOD == 16.0
+    clock.wall = pool._handoff_until
+    for _ in range(30):
+        run_inline(pool, clock, 1.0, 1.0)
+    while pool._handoff_until <= clock.wall:
+        run_inline(pool, clock, 6.0, 0.2)
+    assert pool._handoff_until - clock.wall == pytest.approx(HANDOFF_PERIOD)
+
+
+class FakeRequest:
+    ended = streaming = False
+
+
+class FakeLoopThread:
+    """Runs each request for 6 ms of wall clock, 0.2 ms of it runnable."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.ran = []
+
+    def run_request(self, request):
+        self.clock.wall += 0.006
+        self.clock.runnable += 0.0002
+        self.ran.append(request)
+
+
+def test_the_request_that_finds_the_app_waiting_sends_the_rest_of_its_round_to_the_pool(clock):
+    """Else a round of 30 requests that wait 6 ms would hold the loop
+    thread 180 ms (the standby takes over only from one request that runs
+    longer than INLINE_TAKEOVER)."""
+    from collections import deque
+
+    pool = new_pool(clock)
+    pool.loop_thread = pool._owner = FakeLoopThread(clock)
+    ready = deque(FakeRequest() for _ in range(30))
+    assert pool._run_each_inline(ready) is True
+    assert len(pool.loop_thread.ran) == 4  # 24 ms: the window is full
+    assert pool.queue.qsize() == 26 and not ready
 
 
 def test_one_slow_database_call_among_fast_pages_is_enough(clock):
