@@ -61,10 +61,8 @@ GUNICORN_ATOMS = {
 }
 
 
-def escape(value) -> str:
-    """bytes (a FastCGI param) or a WSGI string, escaped as nginx does."""
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
+def escape(value: str) -> str:
+    """A FastCGI param or an environ entry (WSGI strings), escaped as nginx does."""
     return value.translate(_ESCAPES)
 
 
@@ -81,7 +79,7 @@ class Entry:
         self.now = time.time()
         self.pid = os.getpid()
 
-    def param(self, name: bytes) -> str:
+    def param(self, name: str) -> str:
         """Escaped, "-" when absent."""
         value = self.params.get(name)
         return "-" if value is None else escape(value)
@@ -90,30 +88,30 @@ class Entry:
         """The {atom} values: strings escaped, numbers as numbers."""
         env = self.environ
         return dict(
-            remote_addr=self.param(b"REMOTE_ADDR"), time=time.strftime("%d/%b/%Y:%H:%M:%S %z",
+            remote_addr=self.param("REMOTE_ADDR"), time=time.strftime("%d/%b/%Y:%H:%M:%S %z",
                                                                       time.localtime(self.now)),
-            iso_time=rfc3339(self.now), method=self.param(b"REQUEST_METHOD"), uri=self.param(b"REQUEST_URI"),
-            path=escape(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")), query=self.param(b"QUERY_STRING"),
-            protocol=self.param(b"SERVER_PROTOCOL"), status=self.status, bytes=self.bytes,
+            iso_time=rfc3339(self.now), method=self.param("REQUEST_METHOD"), uri=self.param("REQUEST_URI"),
+            path=escape(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")), query=self.param("QUERY_STRING"),
+            protocol=self.param("SERVER_PROTOCOL"), status=self.status, bytes=self.bytes,
             duration=self.duration, duration_ms=self.duration * 1000.0, pid=self.pid, request_id=self.request_id,
-            host=self.param(b"HTTP_HOST"), referer=self.param(b"HTTP_REFERER"),
-            user_agent=self.param(b"HTTP_USER_AGENT"))
+            host=self.param("HTTP_HOST"), referer=self.param("HTTP_REFERER"),
+            user_agent=self.param("HTTP_USER_AGENT"))
 
     def json(self) -> str:
-        def text(name: bytes):
+        def text(name: str):
             value = self.params.get(name)
-            return None if value is None else value.decode("utf-8", "backslashreplace")
+            return None if value is None else value.encode("latin-1").decode("utf-8", "backslashreplace")
 
         env = self.environ
         return json.dumps({
-            "time": rfc3339(self.now), "remote_addr": text(b"REMOTE_ADDR"), "method": text(b"REQUEST_METHOD"),
-            "uri": text(b"REQUEST_URI"),
+            "time": rfc3339(self.now), "remote_addr": text("REMOTE_ADDR"), "method": text("REQUEST_METHOD"),
+            "uri": text("REQUEST_URI"),
             "path": (env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")).encode("latin-1", "replace")
             .decode("utf-8", "backslashreplace"),
-            "query": text(b"QUERY_STRING"), "protocol": text(b"SERVER_PROTOCOL"),
+            "query": text("QUERY_STRING"), "protocol": text("SERVER_PROTOCOL"),
             "status": int(self.status) if self.status.isdigit() else None, "bytes": self.bytes,
             "duration_ms": round(self.duration * 1000.0, 3), "pid": self.pid, "request_id": self.request_id,
-            "host": text(b"HTTP_HOST"), "referer": text(b"HTTP_REFERER"), "user_agent": text(b"HTTP_USER_AGENT"),
+            "host": text("HTTP_HOST"), "referer": text("HTTP_REFERER"), "user_agent": text("HTTP_USER_AGENT"),
         })
 
 
@@ -130,12 +128,12 @@ class GunicornAtoms(dict):
         if key.startswith("{") and len(key) > 3 and key[-2] == "}" and key[-1] in "ieo":
             name, kind = key[1:-2], key[-1]
             if kind == "i":
-                return entry.param(b"HTTP_" + name.upper().replace("-", "_").encode("latin-1", "replace"))
+                return entry.param("HTTP_" + name.upper().replace("-", "_"))
             if kind == "e":
-                value = entry.params.get(name.encode("latin-1", "replace"))
+                value = entry.params.get(name)
                 if value is None:
                     value = entry.environ.get(name)
-                return escape(value) if isinstance(value, (str, bytes)) else "-"
+                return escape(value) if isinstance(value, str) else "-"
             return "-"
         if key not in GUNICORN_ATOMS:
             raise KeyError(key)
@@ -147,10 +145,10 @@ class GunicornAtoms(dict):
             return values[name]
         duration = entry.duration
         return {
-            "remote_user": lambda: entry.param(b"REMOTE_USER"),
+            "remote_user": lambda: entry.param("REMOTE_USER"),
             "bracketed_time": lambda: "[%s]" % values["time"],
             "request_line": lambda: "%s %s %s" % (values["method"], values["uri"], values["protocol"]),
-            "uri_path": lambda: escape(entry.params.get(b"REQUEST_URI", b"-").partition(b"?")[0]),
+            "uri_path": lambda: escape(entry.params.get("REQUEST_URI", "-").partition("?")[0]),
             "seconds": lambda: int(duration),
             "milliseconds": lambda: int(duration * 1000),
             "microseconds": lambda: int(duration * 1_000_000),
@@ -172,7 +170,7 @@ def render(fmt: str, entry: Entry) -> str:
 
 
 class _SampleRequest:
-    params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/?a=1"), (b"REMOTE_ADDR", b"127.0.0.1")]
+    params = [("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/?a=1"), ("REMOTE_ADDR", "127.0.0.1")]
     environ = {"SCRIPT_NAME": "", "PATH_INFO": "/"}
     request_id = 1
     bytes_out = 0

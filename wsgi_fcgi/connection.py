@@ -21,7 +21,7 @@ class RequestStarted(NamedTuple):
     request_id: int
     role: int
     keep_conn: bool
-    params: list[tuple[bytes, bytes]]  # in the order sent
+    params: list[tuple[str, str]]  # in the order sent, latin-1 (protocol.decode_params)
 
 
 class StdinReceived(NamedTuple):
@@ -191,7 +191,7 @@ class ServerConnection:
             else:
                 request.params.append(content)
             return
-        params = p.decode_pairs(b"".join(request.params))
+        params = p.decode_params(b"".join(request.params))
         self._release_params(request)
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
         events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params)))

@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 
-def params_to_environ(params: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """FCGI_PARAMS pairs as native strings (latin-1, PEP 3333 "Unicode Issues").
+def params_to_environ(params: list[tuple[str, str]]) -> dict[str, str]:
+    """FCGI_PARAMS pairs (native strings: protocol.decode_params) as a dict.
 
     A name sent twice (configs set a param again after `include
     fastcgi_params`): a CGI variable keeps its last value, as php-fpm, flup
@@ -23,7 +23,7 @@ def params_to_environ(params: list[tuple[bytes, bytes]]) -> dict[str, str]:
     wins (configs override Debian's `$host` with `$http_host` to keep the
     port).  Linear in the number of pairs.
     """
-    environ = {name.decode("latin-1"): value.decode("latin-1") for name, value in params}
+    environ = dict(params)
     if len(environ) < len(params):  # a name came more than once (rare): the last value stands but for headers
         _join_repeated_headers(environ, params)
     environ.pop("HTTP_CONTENT_LENGTH", None)
@@ -31,15 +31,14 @@ def params_to_environ(params: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return environ
 
 
-def _join_repeated_headers(environ: dict[str, str], params: list[tuple[bytes, bytes]]) -> None:
-    values: dict[bytes, list[str]] = {}
-    for raw_name, raw_value in params:
-        if raw_name.startswith(b"HTTP_") and raw_name != b"HTTP_HOST":
-            values.setdefault(raw_name, []).append(raw_value.decode("latin-1"))
-    for raw_name, header_values in values.items():
+def _join_repeated_headers(environ: dict[str, str], params: list[tuple[str, str]]) -> None:
+    values: dict[str, list[str]] = {}
+    for name, value in params:
+        if name.startswith("HTTP_") and name != "HTTP_HOST":
+            values.setdefault(name, []).append(value)
+    for name, header_values in values.items():
         if len(header_values) > 1:
-            separator = "; " if raw_name == b"HTTP_COOKIE" else ", "
-            environ[raw_name.decode("latin-1")] = separator.join(header_values)
+            environ[name] = ("; " if name == "HTTP_COOKIE" else ", ").join(header_values)
 
 
 def request_path(environ: dict[str, str]) -> str:
@@ -96,7 +95,7 @@ def url_scheme(environ: dict[str, str]) -> str:
     return "http"
 
 
-def build_environ(params: list[tuple[bytes, bytes]], base: dict[str, Any], script_name: str = "") -> dict[str, Any]:
+def build_environ(params: list[tuple[str, str]], base: dict[str, Any], script_name: str = "") -> dict[str, Any]:
     cgi = params_to_environ(params)
     split_script_name(cgi, script_name)
     cgi.setdefault("REQUEST_METHOD", "GET")

@@ -221,8 +221,11 @@ def decode_unknown_type(content: bytes) -> int:
     return content[0]
 
 
-def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Name-value pairs (spec 3.4): lengths of 1 byte, or 4 with the top bit set."""
+def decode_params(data: bytes) -> list[tuple[str, str]]:
+    """Name-value pairs (spec 3.4: lengths of 1 byte, or 4 with the top bit
+    set) as latin-1 strings, the WSGI native strings (PEP 3333 "Unicode
+    Issues"): a request's FCGI_PARAMS decoded at once, not two strings a pair."""
+    text = data.decode("latin-1")
     pairs = []
     offset = 0
     size = len(data)
@@ -247,12 +250,17 @@ def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
                 raise ProtocolError("name-value pair runs past the end of the data "
                                     "(name %d + value %d bytes, %d left)"
                                     % (name_len, value_len, size - offset))
-            pairs.append((data[offset:name_end], data[name_end:value_end]))
+            pairs.append((text[offset:name_end], text[name_end:value_end]))
             offset = value_end
     except (IndexError, struct.error):
         raise ProtocolError("name-value pair length truncated at byte %d of %d"
                             % (offset, size)) from None
     return pairs
+
+
+def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """decode_params' pairs as bytes (management records, the client)."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in decode_params(data)]
 
 
 def _encode_length(n: int) -> bytes:

@@ -100,12 +100,13 @@ class Request:
             self.filter_data.fail(error)
 
 
-def content_length_of(params: list[tuple[bytes, bytes]]) -> int | None:
+def content_length_of(params: list[tuple[str, str]]) -> int | None:
     """CONTENT_LENGTH as a number; None when absent or not a number.  Never raises:
-    5000 digits are not parsed (int() would refuse them), they are just huge."""
+    5000 digits are not parsed (int() would refuse them), they are just huge;
+    latin-1's superscript digits are no digits (str.isdigit() says they are)."""
     for name, value in params:
-        if name == b"CONTENT_LENGTH":
-            if not value.isdigit():
+        if name == "CONTENT_LENGTH":
+            if not (value.isascii() and value.isdigit()):
                 return None
             if len(value) > _MAX_LENGTH_DIGITS:
                 return 1 << 64

@@ -33,8 +33,8 @@ class RequestTimeout(Exception):
 
 def describe(request) -> str:
     params = dict(request.params)
-    method = params.get(b"REQUEST_METHOD", b"-").decode("latin-1")
-    uri = params.get(b"REQUEST_URI", params.get(b"SCRIPT_NAME", b"-")).decode("latin-1")
+    method = params.get("REQUEST_METHOD", "-")
+    uri = params.get("REQUEST_URI", params.get("SCRIPT_NAME", "-"))
     return "%s %s" % (method, uri)
 
 

@@ -68,7 +68,6 @@ class Worker:
         # publishing under one lock, so a published counter never goes back.
         self._publish_lock = threading.Lock()
         self._unpublished = False  # the loop thread ended requests not yet in the slot
-        self._oldest = (None, b"", b"")  # (request, method, uri) of the last oldest request
 
     def publish(self) -> None:
         self.scoreboard.write(self.index, self.slot)
@@ -196,24 +195,11 @@ class Worker:
         self._unpublished = False
         self.publish()
 
-    def _request_line(self, request) -> tuple:
-        """(method, uri) of a running request, never walking its params more
-        than once (one request may carry 100k+ params)."""
-        method = getattr(request, "method", None)
-        if method is not None:  # str (WSGI, latin-1) or bytes, set when the request starts
-            uri = getattr(request, "uri", b"") or b""
-            return (method.encode("latin-1", "replace") if isinstance(method, str) else method,
-                    uri.encode("latin-1", "replace") if isinstance(uri, str) else uri)
-        if self._oldest[0] is not request:  # an engine without Request.method/.uri
-            params = request.params
-            method = uri = b""
-            for name, value in params:
-                if name == b"REQUEST_METHOD":
-                    method = value
-                elif name == b"REQUEST_URI":
-                    uri = value
-            self._oldest = (request, method, uri)
-        return self._oldest[1], self._oldest[2]
+    @staticmethod
+    def _request_line(request) -> tuple[bytes, bytes]:
+        """(method, uri) of a running request (WSGI strings, "" until its
+        environ is built) as the scoreboard keeps them."""
+        return request.method.encode("latin-1", "replace"), request.uri.encode("latin-1", "replace")
 
     def tick(self) -> None:
         if self.master_pid is not None and os.getppid() != self.master_pid:

@@ -95,7 +95,7 @@ def check_event(conn: ServerConnection, event) -> None:
         check_reply(event.data)
     elif kind is RequestStarted:
         assert event.role in p.ROLE_NAMES
-        assert all(type(n) is bytes and type(v) is bytes for n, v in event.params)
+        assert all(type(n) is str and type(v) is str for n, v in event.params)
         # A finished request frees its id at once, as the server does after END_REQUEST.
         if event.request_id % 2:
             conn.finish_request(event.request_id)

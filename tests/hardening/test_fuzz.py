@@ -84,7 +84,7 @@ def test_valid_requests_always_start(request_id, pairs, body, chunk):
     for start in range(0, len(data), chunk):
         events += conn.receive_data(data[start:start + chunk])
     started = [e for e in events if type(e) is RequestStarted]
-    assert len(started) == 1 and started[0].params == pairs
+    assert len(started) == 1 and started[0].params == [(n.decode("latin-1"), v.decode("latin-1")) for n, v in pairs]
     assert b"".join(e.data for e in events if type(e) is StdinReceived) == body
     assert not conn.mid_record
 

@@ -161,6 +161,22 @@ def test_a_content_length_of_5000_digits_is_refused_cleanly(start_wsgi_fcgi):
     assert timed_request(server.address)[0].status == 200
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1\xb9", b"\xbd"])  # superscript two, one; one half
+def test_a_content_length_of_latin1_digits_is_no_number(start_wsgi_fcgi, length):
+    """Params are latin-1 strings: "\xb2".isdigit() is True and int() of it
+    raises.  Such a length is no length (the app gets it as it came)."""
+    server = start_wsgi_fcgi("envapp:app", "--max-body-size", "1M", "--spool-size", "1M")
+    params = [(name, value) for name, value in client.cgi_params("POST", "/sleep?s=0")
+              if name != b"CONTENT_LENGTH"]
+    params.append((b"CONTENT_LENGTH", length))
+    with FcgiConnection(server.address) as conn:
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
+                  + p.encode_record(p.STDIN, 1, b"abc") + p.encode_record(p.STDIN, 1))
+        assert conn.wait_ended(1)[1].status == 200
+    assert timed_request(server.address)[0].status == 200
+    assert "Traceback" not in server.log()
+
+
 def test_a_parked_request_with_140k_params_does_not_slow_the_others(start_wsgi_fcgi):
     # Before, the scoreboard refresh walked the oldest running request's
     # params at every request end: 40x slower.

@@ -16,6 +16,8 @@ from wsgi_fcgi.connection import (
 )
 
 PARAMS = [(b"REQUEST_METHOD", b"GET"), (b"SCRIPT_NAME", b"/x")]
+#: PARAMS as RequestStarted carries them: latin-1 strings (protocol.decode_params)
+STARTED_PARAMS = [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/x")]
 
 
 def begin(request_id=1, role=p.RESPONDER, keep_conn=False):
@@ -74,7 +76,7 @@ def test_responder_request_flow():
     conn = ServerConnection()
     assert conn.receive_data(begin(1, keep_conn=True)) == []
     assert conn.is_live(1)
-    assert conn.receive_data(p.encode_params(1, PARAMS)) == [RequestStarted(1, p.RESPONDER, True, PARAMS)]
+    assert conn.receive_data(p.encode_params(1, PARAMS)) == [RequestStarted(1, p.RESPONDER, True, STARTED_PARAMS)]
     assert conn.receive_data(p.encode_record(p.STDIN, 1, b"abc") + p.encode_record(p.STDIN, 1)) == [
         StdinReceived(1, b"abc"), StdinReceived(1, b"")]
     conn.finish_request(1)
@@ -155,7 +157,7 @@ def test_params_at_the_limit_are_fine():
     pairs = p.encode_pairs([(b"A", b"b" * 50)])
     conn = ServerConnection(max_params_size=len(pairs))
     events = conn.receive_data(begin(1) + p.encode_record(p.PARAMS, 1, pairs) + p.encode_record(p.PARAMS, 1))
-    assert events == [RequestStarted(1, p.RESPONDER, False, [(b"A", b"b" * 50)])]
+    assert events == [RequestStarted(1, p.RESPONDER, False, [("A", "b" * 50)])]
 
 
 def test_malformed_params_are_a_protocol_error():
@@ -190,7 +192,7 @@ def test_filter_gets_stdin_then_data():
                                + p.encode_record(p.STDIN, 1, b"in") + p.encode_record(p.STDIN, 1)
                                + p.encode_record(p.DATA, 1, b"file ") + p.encode_record(p.DATA, 1, b"data")
                                + p.encode_record(p.DATA, 1))
-    assert events == [RequestStarted(1, p.FILTER, False, PARAMS), StdinReceived(1, b"in"), StdinReceived(1, b""),
+    assert events == [RequestStarted(1, p.FILTER, False, STARTED_PARAMS), StdinReceived(1, b"in"), StdinReceived(1, b""),
                       FilterDataReceived(1, b"file "), FilterDataReceived(1, b"data"), FilterDataReceived(1, b"")]
 
 
@@ -211,7 +213,7 @@ def test_filter_data_before_stdin_ended_is_a_protocol_error():
 def test_authorizer_starts_after_params_and_takes_no_stdin():
     conn = ServerConnection()
     events = conn.receive_data(begin(1, p.AUTHORIZER) + p.encode_params(1, PARAMS))
-    assert events == [RequestStarted(1, p.AUTHORIZER, False, PARAMS)]
+    assert events == [RequestStarted(1, p.AUTHORIZER, False, STARTED_PARAMS)]
     # an empty STDIN (some servers send it anyway) is tolerated ...
     assert conn.receive_data(p.encode_record(p.STDIN, 1)) == []
     # ... a body is not (spec 6.3: an authorizer gets no FCGI_STDIN)
@@ -228,8 +230,8 @@ def test_interleaved_requests_keep_their_streams_apart():
             + p.encode_record(p.PARAMS, 2) + p.encode_record(p.STDIN, 2, b"two")
             + p.encode_record(p.STDIN, 2) + p.encode_record(p.STDIN, 1))
     assert conn.receive_data(data) == [
-        RequestStarted(1, p.RESPONDER, True, [(b"N", b"1")]), StdinReceived(1, b"one"),
-        RequestStarted(2, p.RESPONDER, True, [(b"N", b"2")]), StdinReceived(2, b"two"),
+        RequestStarted(1, p.RESPONDER, True, [("N", "1")]), StdinReceived(1, b"one"),
+        RequestStarted(2, p.RESPONDER, True, [("N", "2")]), StdinReceived(2, b"two"),
         StdinReceived(2, b""), StdinReceived(1, b"")]
 
 

@@ -185,6 +185,16 @@ def test_pairs_big_values_and_many_pairs_round_trip():
     pairs = [(b"SMALL", b""), (b"", b"empty name"), (b"BIG", bytes(range(256)) * 4096),
              (b"X" * 127, b"Y" * 128), (b"X" * 128, b"Y" * 127)]
     assert p.decode_pairs(p.encode_pairs(pairs)) == pairs
+    assert p.decode_params(p.encode_pairs(pairs)) == [(n.decode("latin-1"), v.decode("latin-1")) for n, v in pairs]
+
+
+def test_params_are_latin1_strings_of_every_byte():
+    """The WSGI native strings (PEP 3333): byte n is code point n, bytes
+    that are not UTF-8 included."""
+    pairs = [(b"HTTP_X", bytes(range(256))), (b"PATH_INFO", b"/caf\xc3\xa9"), (b"N\xff", b"")]
+    params = p.decode_params(p.encode_pairs(pairs))
+    assert params == [("HTTP_X", "".join(map(chr, range(256)))), ("PATH_INFO", "/caf\xc3\xa9"), ("N\xff", "")]
+    assert all(type(name) is str and type(value) is str for name, value in params)
 
 
 def test_pair_length_top_bit_is_masked():
@@ -209,6 +219,8 @@ def test_pair_length_over_31_bits_is_refused():
 def test_malformed_pairs_raise_protocol_error(data):
     with pytest.raises(p.ProtocolError):
         p.decode_pairs(data)
+    with pytest.raises(p.ProtocolError):
+        p.decode_params(data)
 
 
 # -- malformed records ----------------------------------------------------------
@@ -280,7 +292,7 @@ def test_appendix_b_example_2_params_split_inside_a_name():
     ]
     events = ServerConnection().receive_data(b"".join(records))
     assert events == [
-        RequestStarted(1, p.RESPONDER, False, [(b"SERVER_PORT", b"80"), (b"SERVER_ADDR", b"199.170.183.42")]),
+        RequestStarted(1, p.RESPONDER, False, [("SERVER_PORT", "80"), ("SERVER_ADDR", "199.170.183.42")]),
         StdinReceived(1, b"quantity=100&item=3047936"),
         StdinReceived(1, b""),
     ]
@@ -297,7 +309,7 @@ def test_appendix_b_example_3_stderr_and_nonzero_app_status():
 def test_appendix_b_example_4_two_requests_multiplexed():
     from wsgi_fcgi.connection import RequestStarted, ServerConnection, StdinReceived
     conn = ServerConnection()
-    params = [(b"SERVER_PORT", b"80"), (b"SERVER_ADDR", b"199.170.183.42")]
+    params = [("SERVER_PORT", "80"), ("SERVER_ADDR", "199.170.183.42")]
     first = (p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_record(p.PARAMS, 1, PAIRS_B)
              + p.encode_record(p.PARAMS, 1) + p.encode_begin_request(2, p.RESPONDER, p.KEEP_CONN)
              + p.encode_record(p.PARAMS, 2, PAIRS_B) + p.encode_record(p.STDIN, 1))
@@ -372,7 +384,7 @@ def test_go_clean_up_tests_abort_after_stdin_began():
     conn = ServerConnection()
     events = conn.receive_data(GO_STREAM_BEGIN_TYPE_STDIN + go_make_record(p.ABORT_REQUEST, 1, b""))
     assert events == [
-        RequestStarted(1, p.RESPONDER, False, [(b"REQUEST_METHOD", b"GET"), (b"SERVER_PROTOCOL", b"HTTP/1.1")]),
+        RequestStarted(1, p.RESPONDER, False, [("REQUEST_METHOD", "GET"), ("SERVER_PROTOCOL", "HTTP/1.1")]),
         StdinReceived(1, b"0123456789abcdef"),
         RequestAborted(1),
     ]

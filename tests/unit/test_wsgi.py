@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from wsgi_fcgi import protocol as p
 from wsgi_fcgi.environ import build_environ, params_to_environ, split_script_name, url_scheme
 from wsgi_fcgi.wsgi import (
     INTERNAL_ERROR,
@@ -54,42 +55,43 @@ class Recorder:
 
 
 def pairs(**params):
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in params.items()]
+    """Params as a request carries them (protocol.decode_params: latin-1 strings)."""
+    return list(params.items())
 
 
 # -- environ ---------------------------------------------------------------------
 
 def test_params_become_latin1_native_strings():
-    environ = params_to_environ([(b"PATH", b"/caf\xc3\xa9"), (b"HTTP_X", b"\xff")])
+    environ = params_to_environ(p.decode_params(p.encode_pairs([(b"PATH", b"/caf\xc3\xa9"), (b"HTTP_X", b"\xff")])))
     assert environ == {"PATH": "/caf\xc3\xa9", "HTTP_X": "\xff"}
     assert all(type(v) is str for v in environ.values())
 
 
 def test_repeated_cookie_joined_with_semicolon_others_with_comma():
-    environ = params_to_environ([(b"HTTP_COOKIE", b"a=1"), (b"HTTP_ACCEPT", b"text/html"),
-                                 (b"HTTP_COOKIE", b"b=2"), (b"HTTP_ACCEPT", b"*/*"), (b"HTTP_COOKIE", b"c=3")])
+    environ = params_to_environ([("HTTP_COOKIE", "a=1"), ("HTTP_ACCEPT", "text/html"),
+                                 ("HTTP_COOKIE", "b=2"), ("HTTP_ACCEPT", "*/*"), ("HTTP_COOKIE", "c=3")])
     assert environ["HTTP_COOKIE"] == "a=1; b=2; c=3"
     assert environ["HTTP_ACCEPT"] == "text/html, */*"
 
 
 def test_a_cgi_variable_sent_twice_keeps_its_last_value():
     # Flask's FastCGI docs set SCRIPT_NAME again after `include fastcgi_params`.
-    environ = params_to_environ([(b"SCRIPT_NAME", b"/yourapplication/index"), (b"PATH_INFO", b"/a"),
-                                 (b"SCRIPT_NAME", b"/yourapplication"), (b"SERVER_PORT", b"80"),
-                                 (b"SERVER_PORT", b"8080")])
+    environ = params_to_environ([("SCRIPT_NAME", "/yourapplication/index"), ("PATH_INFO", "/a"),
+                                 ("SCRIPT_NAME", "/yourapplication"), ("SERVER_PORT", "80"),
+                                 ("SERVER_PORT", "8080")])
     assert environ["SCRIPT_NAME"] == "/yourapplication"
     assert environ["SERVER_PORT"] == "8080"
 
 
 def test_http_host_sent_twice_keeps_the_last_value():
     # Debian's fastcgi_params send `HTTP_HOST $host` (no port); configs add `$http_host`.
-    environ = params_to_environ([(b"HTTP_HOST", b"127.0.0.1"), (b"HTTP_HOST", b"127.0.0.1:8080")])
+    environ = params_to_environ([("HTTP_HOST", "127.0.0.1"), ("HTTP_HOST", "127.0.0.1:8080")])
     assert environ["HTTP_HOST"] == "127.0.0.1:8080"
 
 
 def test_many_repeated_headers_are_merged_in_linear_time():
     import time
-    params = [(b"HTTP_X_A", b"v")] * 200_000
+    params = [("HTTP_X_A", "v")] * 200_000
     started = time.process_time()
     environ = params_to_environ(params)
     assert environ["HTTP_X_A"] == ", ".join(["v"] * 200_000)
