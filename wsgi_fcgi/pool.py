@@ -8,8 +8,12 @@ INLINE_TAKEOVER, the standby (the thread in `Server.serve_forever`) takes the
 selector over and hands requests to the pool until the loop thread is free
 again, then gives the selector back.
 
-The standby polls for that only while requests run inline; after a second
-without any it sleeps until the loop thread runs one again, so an idle server
+The standby looks at most every INLINE_TAKEOVER, and when a request is
+running, sleeps until that request's deadline: a request that runs longer is
+running at one of its looks, so it is taken over INLINE_TAKEOVER after it
+started, and under load the standby wakes (and takes the GIL from the loop
+thread) at most a hundred times a second.  After a second without inline
+requests it sleeps until the loop thread runs one again, so an idle server
 does not wake up (one tick a second, for heartbeats and timers).
 
 Running requests inline serialises them: right for an app that computes
@@ -45,7 +49,6 @@ log = logging.getLogger("wsgi_fcgi")
 #: A request the loop thread runs itself for longer than this makes the
 #: standby take the selector over.
 INLINE_TAKEOVER = 0.010
-_MONITOR_INTERVAL = 0.005
 #: Inline requests are judged in windows of this much wall-clock time ...
 _WINDOW = 0.020
 #: ... and a window in which they spent more than this share of it off the
@@ -54,8 +57,8 @@ _WAITING_SHARE = 0.5
 HANDOFF_PERIOD = 1.0
 MAX_HANDOFF_PERIOD = 16.0
 _TIMED_ONE_IN = 16
-#: Polls without an inline request before the standby goes to sleep (1 s).
-_POLLS_BEFORE_SLEEP = 200
+#: Looks without an inline request before the standby goes to sleep (1 s).
+_LOOKS_BEFORE_SLEEP = 100
 
 
 class RunnableClock:
@@ -300,26 +303,29 @@ class WorkerPool:
         """Take the selector over while the loop thread is stuck in a long
         request, until the server stops."""
         me = threading.current_thread()
-        polls = 0
+        idle_looks = 0
+        pause = INLINE_TAKEOVER
         while not self.loop_done.is_set():
             if self._standby_asleep:
                 self._standby_wake.wait()
                 self._standby_wake.clear()
                 continue
-            if self.loop_done.wait(_MONITOR_INTERVAL):
+            if self.loop_done.wait(pause):
                 return
             started = self._inline_since
+            pause = self.until_takeover(started, time.monotonic())
             if not started:
-                polls += 1
-                if polls >= _POLLS_BEFORE_SLEEP:
-                    polls = 0
+                idle_looks += 1
+                if idle_looks >= _LOOKS_BEFORE_SLEEP:
+                    idle_looks = 0
                     self._standby_asleep = True
                     if self._inline_since:  # the loop thread started one meanwhile
                         self._standby_asleep = False
                 continue
-            polls = 0
-            if time.monotonic() - started < INLINE_TAKEOVER:
+            idle_looks = 0
+            if pause > 0:
                 continue
+            pause = INLINE_TAKEOVER
             with self._owner_lock:
                 if self._inline_since != started:
                     continue  # that request just ended
@@ -329,6 +335,14 @@ class WorkerPool:
                 self.queue.put(ready.popleft())
             if self.server.loop.run(inline=False):
                 return
+
+    @staticmethod
+    def until_takeover(started: float, now: float) -> float:
+        """Seconds until the standby looks again: the deadline of the inline
+        request that started at `started` (0 if none), else INLINE_TAKEOVER."""
+        if not started:
+            return INLINE_TAKEOVER
+        return started + INLINE_TAKEOVER - now
 
     def wait_for_loop(self) -> bool:
         """The loop thread is free again: get the selector back from the

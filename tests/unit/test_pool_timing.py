@@ -174,3 +174,17 @@ def test_requests_preempted_by_other_processes_stay_inline():
     assert measured["cpu"] < 0.6 * measured["wall"], measured  # it did share the CPU
     assert measured["runnable"] > 0.9 * measured["wall"], measured
     assert pool._handoff_until == 0.0
+
+
+def test_the_standby_looks_again_at_the_running_requests_deadline():
+    """A request that runs past INLINE_TAKEOVER is running at one of the
+    standby's looks (they are at most INLINE_TAKEOVER apart), which then
+    sleeps to its deadline: taken over INLINE_TAKEOVER after it started,
+    with at most one look per INLINE_TAKEOVER while short requests run."""
+    from wsgi_fcgi.pool import INLINE_TAKEOVER
+
+    until = WorkerPool.until_takeover
+    assert until(0.0, 50.0) == INLINE_TAKEOVER  # nothing runs inline: look again in a while
+    assert until(50.0 - 0.003, 50.0) == pytest.approx(INLINE_TAKEOVER - 0.003)
+    assert until(50.0 - INLINE_TAKEOVER, 50.0) == pytest.approx(0.0)
+    assert until(50.0 - 0.5, 50.0) < 0  # overdue: take it over now
