@@ -8,6 +8,7 @@ specification 1.0 (Open Market, 1996).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -320,8 +321,11 @@ def encode_end_request(request_id: int, app_status: int = 0,
                          _END_BODY.pack(app_status & 0xFFFFFFFF, protocol_status))
 
 
+@functools.lru_cache(maxsize=1024)
 def encode_stdout_end(request_id: int, app_status: int = 0) -> bytes:
-    """What ends a response: the empty FCGI_STDOUT, then FCGI_END_REQUEST (spec 5.3, 5.5)."""
+    """What ends a response: the empty FCGI_STDOUT, then FCGI_END_REQUEST
+    (spec 5.3, 5.5).  The same bytes for every response of a request id
+    (web servers reuse a few ids): built once each."""
     return encode_record(STDOUT, request_id) + encode_end_request(request_id, app_status)
 
 
