@@ -52,7 +52,9 @@ INLINE_TAKEOVER = 0.010
 #: Inline requests are judged in windows of this much wall-clock time ...
 _WINDOW = 0.020
 #: ... and a window in which they spent more than this share of it off the
-#: CPU sends requests to the pool threads for HANDOFF_PERIOD seconds.
+#: CPU sends requests to the pool threads for HANDOFF_PERIOD seconds, twice
+#: as long after each window that finds the app still waiting, up to
+#: MAX_HANDOFF_PERIOD.
 _WAITING_SHARE = 0.5
 HANDOFF_PERIOD = 1.0
 MAX_HANDOFF_PERIOD = 16.0
