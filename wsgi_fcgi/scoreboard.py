@@ -98,6 +98,33 @@ _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then th
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
 
 
+#: status line -> the indexes of its class and code counters; an app sends a
+#: few statuses, so at most _STATUS_CACHE_SIZE are remembered
+_status_indexes: dict[str, tuple[int, ...]] = {}
+_STATUS_CACHE_SIZE = 256
+
+
+def _status_counters(status: str | None, aborted: bool) -> tuple[int, ...]:
+    """The counters a response's status adds to: its class and, for the
+    codes counted one by one, its code.  No status: 499 if the web server
+    aborted the request, else none."""
+    indexes = _status_indexes.get(status) if status else None
+    if indexes is not None:
+        return indexes
+    if not (status and status[:3].isdigit()):
+        return _code_counters(499 if aborted else 0)
+    indexes = _code_counters(int(status[:3]))
+    if len(_status_indexes) < _STATUS_CACHE_SIZE:
+        _status_indexes[status] = indexes
+    return indexes
+
+
+def _code_counters(code: int) -> tuple[int, ...]:
+    if code in _CODE_INDEX:
+        return _CLASS_INDEX.get(code // 100, _NO_CLASS), _CODE_INDEX[code]
+    return (_CLASS_INDEX.get(code // 100, _NO_CLASS),)
+
+
 class Counters:
     """Monotonic request counters: one worker's, or the pool's."""
 
@@ -122,13 +149,7 @@ class Counters:
         """One finished request: its status ("200 OK", None), sizes and duration."""
         values = self.values
         values[0] += 1
-        if status and status[:3].isdigit():
-            code = int(status[:3])
-        else:
-            code = 499 if aborted else 0
-        values[_CLASS_INDEX.get(code // 100, _NO_CLASS)] += 1
-        index = _CODE_INDEX.get(code)
-        if index is not None:
+        for index in _status_counters(status, aborted):
             values[index] += 1
         values[3] += bytes_in
         values[4] += bytes_out
