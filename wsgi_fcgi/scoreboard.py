@@ -20,6 +20,7 @@ counting a worker twice or not at all.
 from __future__ import annotations
 
 import bisect
+import functools
 import mmap
 import operator
 import struct
@@ -98,25 +99,18 @@ _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then th
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
 
 
-#: status line -> the indexes of its class and code counters; an app sends a
-#: few statuses, so at most _STATUS_CACHE_SIZE are remembered
-_status_indexes: dict[str, tuple[int, ...]] = {}
-_STATUS_CACHE_SIZE = 256
-
-
 def _status_counters(status: str | None, aborted: bool) -> tuple[int, ...]:
     """The counters a response's status adds to: its class and, for the
     codes counted one by one, its code.  No status: 499 if the web server
     aborted the request, else none."""
-    indexes = _status_indexes.get(status) if status else None
-    if indexes is not None:
-        return indexes
-    if not (status and status[:3].isdigit()):
-        return _code_counters(499 if aborted else 0)
-    indexes = _code_counters(int(status[:3]))
-    if len(_status_indexes) < _STATUS_CACHE_SIZE:
-        _status_indexes[status] = indexes
-    return indexes
+    indexes = _status_line_counters(status) if status else None
+    return indexes if indexes is not None else _code_counters(499 if aborted else 0)
+
+
+@functools.lru_cache(maxsize=256)  # an app sends few status lines: each parsed once
+def _status_line_counters(status: str) -> tuple[int, ...] | None:
+    """None for a line without a code: its counters depend on the request."""
+    return _code_counters(int(status[:3])) if status[:3].isdigit() else None
 
 
 def _code_counters(code: int) -> tuple[int, ...]:
