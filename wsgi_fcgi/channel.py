@@ -158,6 +158,13 @@ class Channel:
 
     def on_readable(self, _mask: int = 1) -> None:
         self.reap_finished()
+        if self.state is CLOSING and self.handoff:
+            # A stopping worker passes a kept connection on at its first idle
+            # moment, the request waiting in it unread: under load the next
+            # one is always there before the loop looks again.
+            self.finish_closing(time.monotonic(), request_waiting=True)
+            if self.state is CLOSED:
+                return
         try:
             view = self.server.loop.recv_view
             size = self.sock.recv_into(view)
@@ -356,15 +363,18 @@ class Channel:
             self.reusable = self.handoff = False
             self._set_state(CLOSING, reason)
 
-    def finish_closing(self, now: float) -> None:
-        """A CLOSING connection that is idle: hand it over, or FIN and drain."""
+    def finish_closing(self, now: float, request_waiting: bool = False) -> None:
+        """A CLOSING connection that is idle: hand it over, or FIN and drain.
+        With `request_waiting` (the socket is readable) only hand it over: a
+        request already in the buffer is better served than cut by a FIN."""
+        self.reap_finished()
         if self.state is not CLOSING or not self.idle() or self.awaiting_first_request(now):
             return
         if self.peer_closed:
             self.close()
         elif self.handoff and self.server.loop.hand_over(self):
             self.close(handed_over=True)
-        else:
+        elif not request_waiting:
             with self.output.lock:
                 self.output.shutdown_locked()
                 self._set_state(DRAINING)

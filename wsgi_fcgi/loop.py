@@ -121,6 +121,13 @@ class EventLoop:
         pool = self.server.pool
         select = self.selector.select
         while True:
+            # Before reading: a stop asked for by the request just run (a
+            # worker retiring) sees its kept connections idle and hands them
+            # over, the next request left unread in them.
+            if self.stop_at is not None and self._stopped(time.monotonic()):
+                self.done = True
+                pool.loop_finished()
+                return True
             for key, mask in select(TICK):
                 try:
                     key.data(mask)
@@ -132,10 +139,6 @@ class EventLoop:
             if now >= self.next_tick:  # on the loop, not per run(): the selector may change hands often
                 self.next_tick = now + TICK
                 self._tick(now)
-            if self.stop_at is not None and self._stopped(now):
-                self.done = True
-                pool.loop_finished()
-                return True
             if self.ready and not pool.dispatch(self.ready, inline):
                 return False
             if not self.accepting:
@@ -279,10 +282,10 @@ class EventLoop:
 
     def hand_over(self, channel: Channel) -> bool:
         """Pass an idle connection of a stopping worker to a live one of the pool."""
-        if self.handoff is None:
-            return False
+        if self.handoff is None or not self.handoff.send(channel.sock):
+            return False  # still ours, still watched
         self.unregister(channel)
-        return self.handoff.send(channel.sock)
+        return True
 
     # -- timers and stopping -----------------------------------------------------------------
 

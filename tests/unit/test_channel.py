@@ -228,3 +228,85 @@ def test_a_connection_whose_request_asked_to_close_is_never_handed_on(engine):
     run_ready(engine)
     responses(peer, 1)
     assert peer.recv(1) == b"" and channel.state is DRAINING
+
+
+def test_a_stopping_server_hands_over_a_connection_whose_next_request_already_waits():
+    # Under load nginx's next request on a kept connection is often in our
+    # socket buffer before the loop looks at the connection again.  A stopping
+    # worker must hand the connection over then, the request unread, not
+    # serve it (and the one after it...): a worker retired for its memory or
+    # its request count would go on serving as long as the requests come.
+    from wsgi_fcgi.handoff import Handoff
+    handoff = Handoff()
+    peer_box = []
+
+    def stop_after_this_request(environ, start_response):
+        # Runs inline on the loop thread: the next request lands in the buffer
+        # before the loop reads again, as a loaded host makes it happen.
+        peer_box[0].sendall(client.encode_request(2, client.cgi_params("POST", "/next"), b"body",
+                                                  keep_conn=True))
+        server.shutdown(graceful=True, timeout=5)
+        return hello(environ, start_response)
+
+    server = Server(stop_after_this_request, bind="127.0.0.1:0", threads=2, handoff=handoff)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        peer = socket.create_connection(server.addresses[0].rsplit(":", 1), timeout=5)
+        peer_box.append(peer)
+        peer.sendall(client.encode_request(1, client.cgi_params("POST", "/first"), b"body", keep_conn=True))
+        assert server.wait_stopped(10)
+        thread.join(10)
+        records = responses(peer, 1)
+        assert not any(r.request_id == 2 for r in records)
+        handed = handoff.receive()
+        assert len(handed) == 1
+        handed[0].settimeout(5)
+        parser = p.RecordParser()
+        unread = parser.feed(handed[0].recv(65536))
+        assert unread and {r.request_id for r in unread} == {2}  # request 2, left for the next worker
+    finally:
+        peer.close()
+        handoff.close()
+
+
+def closing_after_one_request(handoff):
+    """A connection whose first request was answered after its worker began
+    to stop, and whose peer then sent a second one."""
+    server = Server(hello, sockets=[], threads=2, inline_requests=False, handoff=handoff)
+    channel, peer = new_channel(server)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/1"), keep_conn=True))
+    channel.on_readable()
+    channel.close_when_idle("server stopping", handoff=True)
+    assert channel.state is CLOSING  # request 1 is live
+    run_ready(server)
+    responses(peer, 1)
+    peer.sendall(client.encode_request(2, client.cgi_params("GET", "/2"), keep_conn=True))
+    return server, channel, peer
+
+
+def test_a_closing_connection_is_handed_over_before_its_waiting_request_is_read():
+    from wsgi_fcgi.handoff import Handoff
+    handoff = Handoff()
+    server, channel, peer = closing_after_one_request(handoff)
+    channel.on_readable()
+    assert channel.state is CLOSED and not server.loop.ready
+    handed = handoff.receive()
+    handed[0].settimeout(5)
+    assert {r.request_id for r in p.RecordParser().feed(handed[0].recv(65536))} == {2}
+    server.loop.close()
+    handoff.close()
+
+
+def test_a_waiting_request_nobody_can_take_over_is_served_not_cut_by_a_fin():
+    from wsgi_fcgi.handoff import Handoff
+    handoff = Handoff()
+    handoff.close_pool()  # the whole pool stops: no worker adopts connections
+    server, channel, peer = closing_after_one_request(handoff)
+    channel.on_readable()
+    assert channel.state is CLOSING and [r.request_id for r in server.loop.ready] == [2]
+    run_ready(server)
+    records = responses(peer, 2)
+    assert b"hello /2" in b"".join(r.content for r in records if r.type == p.STDOUT)
+    server.loop.close()
+    handoff.close()
