@@ -370,11 +370,12 @@ class Channel:
         self.reap_finished()
         if self.state is not CLOSING or not self.idle() or self.awaiting_first_request(now):
             return
+        loop = self.server.loop
         if self.peer_closed:
             self.close()
-        elif self.handoff and self.server.loop.hand_over(self):
+        elif self.handoff and loop.hand_over(self):
             self.close(handed_over=True)
-        elif not request_waiting:
+        elif not request_waiting and not loop.awaits_handoff(self):
             with self.output.lock:
                 self.output.shutdown_locked()
                 self._set_state(DRAINING)

@@ -7,6 +7,9 @@ idle kept connections to the other workers instead: the file descriptor goes
 over a datagram socket pair that every worker inherits from the master
 (SCM_RIGHTS), and whichever live worker reads it first serves the connection
 from then on.  Bytes the web server wrote meanwhile wait in the kernel.
+The queue holds some 280 connections (the socket's send buffer); a stopping
+worker with more keeps the rest until the live ones have taken some
+(`EventLoop.hand_over`).
 
 Only when the whole pool stops (`close_pool`) are kept connections closed.
 """

@@ -52,6 +52,7 @@ class EventLoop:
         self.ready: collections.deque = collections.deque()  # requests to run, filled this round
         self._attention: collections.deque = collections.deque()  # channels other threads flagged
         self._write_wanted: collections.deque = collections.deque()
+        self._awaiting_handoff: dict[Channel, None] = {}  # idle, closing: handed over once the queue has room
         self.accepting = False
         self._accept_again_at = 0.0  # after EMFILE and the like: not before then
         self.stop_at: float | None = None  # graceful stop deadline
@@ -281,11 +282,40 @@ class EventLoop:
                 self._unregister_fd(channel.sock)
 
     def hand_over(self, channel: Channel) -> bool:
-        """Pass an idle connection of a stopping worker to a live one of the pool."""
-        if self.handoff is None or not self.handoff.send(channel.sock):
-            return False  # still ours, still watched
+        """Pass an idle connection of a stopping worker to a live one of the
+        pool.  False: it is still ours (and still watched); while the pool
+        lives, that is because the queue of handed connections is full (some
+        280 of them), and the connection is handed over as soon as the
+        queue has room: closing it instead would bring back the race that
+        handing it over avoids."""
+        if self.handoff is None:
+            return False
+        if not self.handoff.send(channel.sock):
+            if self.handoff.open:
+                self._await_handoff_room(channel)
+            return False
+        self._awaiting_handoff.pop(channel, None)
         self.unregister(channel)
         return True
+
+    def awaits_handoff(self, channel: Channel) -> bool:
+        return channel in self._awaiting_handoff
+
+    def _await_handoff_room(self, channel: Channel) -> None:
+        if not self._awaiting_handoff:
+            # Writable again once a live worker took some off the queue.
+            self.selector.register(self.handoff.sender, selectors.EVENT_WRITE,  # type: ignore[union-attr]
+                                   self._hand_over_awaiting)
+        self._awaiting_handoff[channel] = None
+
+    def _hand_over_awaiting(self, _mask: int) -> None:
+        now = time.monotonic()
+        for channel in list(self._awaiting_handoff):
+            del self._awaiting_handoff[channel]
+            if channel.state is CLOSING:
+                channel.finish_closing(now)  # back in the dict if the queue is full again
+        if not self._awaiting_handoff:
+            self._unregister_fd(self.handoff.sender)  # type: ignore[union-attr]
 
     # -- timers and stopping -----------------------------------------------------------------
 

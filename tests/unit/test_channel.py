@@ -310,3 +310,56 @@ def test_a_waiting_request_nobody_can_take_over_is_served_not_cut_by_a_fin():
     assert b"hello /2" in b"".join(r.content for r in records if r.type == p.STDOUT)
     server.loop.close()
     handoff.close()
+
+
+def idle_closing_with_a_full_handoff_queue():
+    """A kept connection, idle after one request, of a worker that stops
+    while the queue of handed connections is full (some 280 in it)."""
+    from wsgi_fcgi.handoff import Handoff
+    handoff = Handoff()
+    filler = socket.socket()
+    while handoff.send(filler):
+        pass
+    filler.close()
+    server = Server(hello, sockets=[], threads=2, inline_requests=False, handoff=handoff)
+    channel, peer = new_channel(server)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/1"), keep_conn=True))
+    channel.on_readable()
+    run_ready(server)
+    responses(peer, 1)
+    channel.close_when_idle("server stopping", handoff=True)
+    return handoff, server, channel, peer
+
+
+def test_a_full_handoff_queue_keeps_the_connection_until_a_live_worker_makes_room():
+    handoff, server, channel, peer = idle_closing_with_a_full_handoff_queue()
+    channel.finish_closing(time.monotonic())
+    # No FIN: nginx may be sending its next request on it right now (a POST
+    # cut that way is a 502); it is handed over once the queue has room.
+    assert channel.state is CLOSING
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(1)
+    for sock in handoff.receive(limit=1000):  # a live worker adopts what was queued
+        sock.close()
+    for key, mask in server.loop.selector.select(5):
+        key.data(mask)
+    assert channel.state is CLOSED
+    handed = handoff.receive()
+    assert len(handed) == 1
+    handed[0].sendall(b"from the next worker")
+    peer.setblocking(True)
+    peer.settimeout(5)
+    assert peer.recv(64) == b"from the next worker"
+    server.loop.close()
+    handoff.close()
+
+
+def test_a_full_handoff_queue_of_a_pool_that_stops_closes_the_connection():
+    handoff, server, channel, peer = idle_closing_with_a_full_handoff_queue()
+    handoff.close_pool()
+    channel.finish_closing(time.monotonic())
+    assert channel.state is DRAINING
+    assert peer.recv(1) == b""
+    server.loop.close()
+    handoff.close()
