@@ -17,11 +17,12 @@ The pool (--pm, php-fpm's meaning): `static` keeps --workers; `dynamic` keeps
 --min-spare-workers..--max-spare-workers idle workers (no request running),
 at most --workers, checking once a second, forking 1, 2, 4... up to 32 at a
 time while short of spares and stopping one idle worker per second above the
-maximum; `ondemand` watches the listening sockets (select, never accept) and
+maximum; `ondemand` watches the listening sockets (poll, never accept) and
 forks when a connection waits and no worker is idle, and stops a worker idle
 for --worker-idle-timeout (the master decides and sends TERM: the policy and
 its clock stay in one process, and the worker's graceful stop finishes what
-it accepted).
+it accepted); with no worker left, it holds the kept connections the last
+one handed over and forks when a request arrives on one.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Master:
         self.max_reached = 0  # how often that began
         self.connection_waiting = False
         self.watch_after = 0.0
+        self.parked: list[socket.socket] = []  # kept connections held while no worker can adopt them
         self.new_master: int | None = None  # USR2: the new master, our child, while it starts
         self.handed_over = False  # a new master serves our sockets: leave them and the pid file
         self.old_master = _pop_int(os.environ, OLD_MASTER_ENV)  # we are the new master of a USR2
@@ -141,6 +143,7 @@ class Master:
                     self._check_heartbeats(now)
                     self._finish_reload()
                     self._maintain(now)
+                    self._unpark()
                     self._finish_upgrade()
                 self.scoreboard.set_pool(self.settings.pm, self.target, self.max_reached)
                 self._sleep()
@@ -153,16 +156,63 @@ class Master:
         self.signals.append(signum)
 
     def _sleep(self) -> None:
-        watched = self._listeners_to_watch()
+        listeners = self._listeners_to_watch()
+        kept = self._kept_to_watch()
+        poller = select.poll()  # not select(): parked connections may be many, their fds above 1024
+        for fd in [self._wake_r] + listeners + kept:
+            poller.register(fd, select.POLLIN)
         try:
-            readable = select.select([self._wake_r] + watched, [], [], _LOOP_INTERVAL)[0]
-            if len(readable) > (self._wake_r in readable):
-                self.connection_waiting = True
-                self.watch_after = time.monotonic() + _WATCH_PAUSE  # no busy loop while it waits
+            readable = {fd for fd, _ in poller.poll(_LOOP_INTERVAL * 1000)}
+        except InterruptedError:
+            readable = set()
+        if any(sock.fileno() in readable for sock in listeners):
+            self.connection_waiting = True
+            self.watch_after = time.monotonic() + _WATCH_PAUSE  # no busy loop while it waits
+        if kept:
+            self._tend_parked(readable)
+        try:
             while os.read(self._wake_r, 4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    # -- kept connections while no worker lives (--pm ondemand) ------------------
+
+    def _kept_to_watch(self) -> list:
+        """--pm ondemand, no worker left: the hand-off queue and the kept
+        connections taken off it.  The last worker to stop hands its kept
+        connections over as every stopping worker does (handoff.py); nobody
+        would adopt them, and a request the web server sends on one would
+        wait in the kernel until its timeout (nginx: 504 after 60 s).  So the
+        master takes them, and a request arriving on one starts a worker,
+        which adopts them all."""
+        if self.settings.pm != "ondemand" or self.stopping or any(True for _ in self._live()):
+            return []
+        return [self.handoff.receiver] + self.parked
+
+    def _tend_parked(self, readable: set) -> None:
+        if self.handoff.receiver.fileno() in readable:
+            self.parked += self.handoff.receive()
+        for sock in [sock for sock in self.parked if sock.fileno() in readable]:
+            try:
+                request_waiting = bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                continue
+            except OSError:
+                request_waiting = False
+            if request_waiting:
+                self.connection_waiting = True
+            else:  # the web server closed it
+                self.parked.remove(sock)
+                sock.close()
+
+    def _unpark(self) -> None:
+        """Parked connections back on the queue once a worker will adopt
+        them (as many as it holds; the rest at the next round)."""
+        if not self.parked or self._kept_to_watch():
+            return
+        while self.parked and self.handoff.send(self.parked[0]):
+            self.parked.pop(0).close()
 
     def _listeners_to_watch(self) -> list:
         """--pm ondemand: the listening sockets, when a waiting connection
@@ -542,6 +592,10 @@ class Master:
     def _cleanup(self) -> None:
         for worker in self.workers.values():
             self._kill(worker, signal.SIGKILL)
+        while self.parked and self.handoff.send(self.parked[0]):  # after USR2: the new master's workers'
+            self.parked.pop(0).close()
+        for sock in self.parked:  # the pool stops
+            sock.close()
         for sock in self.sockets:
             if not self.handed_over:  # the socket file is the new master's now
                 remove_unix_socket(sock)

@@ -49,6 +49,21 @@ def test_ondemand_pool_starts_from_zero_grows_and_goes_back_to_zero(start_site):
     assert "(--worker-idle-timeout): stopping it" in server.log()
 
 
+def test_a_kept_connection_outlives_the_last_worker(start_site):
+    # The last worker stops (idle), nginx keeps its connection: the next POST
+    # goes out on it and must start a worker, not wait for nginx's timeout.
+    url, server = start_site("wsgi-fcgi-tcp.conf", "masterapp:app", *POOL)
+    wait_children(server.pid, 0, timeout=15)
+    for round_ in range(2):
+        assert requests.post(url + "/pid", data=b"before", timeout=20).status_code == 200
+        wait_children(server.pid, 0, timeout=15)  # idled out, its connection parked in the master
+        started = time.monotonic()
+        after = requests.post(url + "/pid", data=b"after", timeout=20)
+        assert after.status_code == 200 and int(after.text) in children_of(server.pid)
+        assert time.monotonic() - started < 5, round_
+    assert "Traceback" not in server.log()
+
+
 def test_ondemand_with_a_broken_app_fails_at_start(start_wsgi_fcgi):
     server = start_wsgi_fcgi("no_such_module_here:app", "--pm", "ondemand", wait=False)
     assert server.wait(20) == 1
