@@ -218,35 +218,55 @@ class EventLoop:
     # -- connections ---------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
-        for _ in range(_ACCEPTS_PER_EVENT):
-            if not self._may_accept(time.monotonic()):
-                self._stop_accepting()  # they wait in the listen backlog (or go to another worker)
-                return
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept a connection: %s; pausing accepts for a second", exc)
-                    self._accept_again_at = time.monotonic() + 1.0
-                    self._stop_accepting()
-                return
-            if not self.peers.allows(peer):
-                log.warning("refused a connection from %s: not in --allowed-servers", peer[0])
-                sock.close()
-                continue
-            self.add_channel(sock, peer)
+        self._take_connections(lambda: self._accept_one(listener))
 
     def _adopt(self, _mask: int) -> None:
         """Connections another worker of the pool handed over (it is stopping)."""
-        for sock in self.handoff.receive():  # type: ignore[union-attr]
-            try:
-                peer = sock.getpeername()
-            except OSError:
-                sock.close()
-                continue
-            self.add_channel(sock, peer, adopted=True)
+        self._take_connections(self._adopt_one)
+
+    def _take_connections(self, take_one: Callable[[], bool]) -> None:
+        """Up to _ACCEPTS_PER_EVENT connections (`take_one`: False when none
+        is left), while there is room for them: a busy worker leaves new and
+        handed-over connections alike to the others (a worker that adopted
+        every connection of a stopping one would answer 503 past --max-queue
+        while the others idle)."""
+        for _ in range(_ACCEPTS_PER_EVENT):
+            if not self._may_accept(time.monotonic()):
+                self._stop_accepting()  # they wait in the listen backlog or the hand-off queue
+                return
+            if not take_one():
+                return
+
+    def _accept_one(self, listener: socket.socket) -> bool:
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.error("cannot accept a connection: %s; pausing accepts for a second", exc)
+                self._accept_again_at = time.monotonic() + 1.0
+                self._stop_accepting()
+            return False
+        if not self.peers.allows(peer):
+            log.warning("refused a connection from %s: not in --allowed-servers", peer[0])
+            sock.close()
+            return True
+        self.add_channel(sock, peer)
+        return True
+
+    def _adopt_one(self) -> bool:
+        handed = self.handoff.receive(limit=1)  # type: ignore[union-attr]
+        if not handed:
+            return False
+        sock = handed[0]
+        try:
+            peer = sock.getpeername()
+        except OSError:  # closed by the web server on its way here
+            sock.close()
+            return True
+        self.add_channel(sock, peer, adopted=True)
+        return True
 
     def _may_accept(self, now: float) -> bool:
         """Room for one more connection: under --max-connections, not right

@@ -363,3 +363,38 @@ def test_a_full_handoff_queue_of_a_pool_that_stops_closes_the_connection():
     assert peer.recv(1) == b""
     server.loop.close()
     handoff.close()
+
+
+def test_a_busy_worker_leaves_handed_over_connections_to_the_others():
+    # As with new connections: one worker adopting all of a stopping worker's
+    # connections would answer 503 past --max-queue while the others idle.
+    from wsgi_fcgi.handoff import Handoff
+    handoff = Handoff()
+    server = Server(hello, sockets=[], threads=1, inline_requests=False, handoff=handoff, multiprocess=True)
+    loop = server.loop
+    loop.start_accepting()
+    channel, peer = new_channel(server)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/busy"), keep_conn=True))
+    channel.on_readable()
+    assert server.all_threads_busy()
+    handed = [socket.socketpair() for _ in range(3)]
+    for ours, _ in handed:
+        assert handoff.send(ours)
+
+    def loop_round():
+        for key, mask in loop.selector.select(0.5):
+            key.data(mask)
+
+    loop_round()
+    assert len(loop.channels) == 1 and not loop.accepting  # left on the queue
+    run_ready(server)
+    responses(peer, 1)
+    channel.reap_finished()
+    loop.start_accepting()  # what the loop does once a thread is free
+    loop_round()
+    assert len(loop.channels) == 4
+    loop.close()
+    handoff.close()
+    for ours, theirs in handed:
+        ours.close()
+        theirs.close()
