@@ -188,6 +188,8 @@ class Master:
         which adopts them all."""
         if self.settings.pm != "ondemand" or self.stopping or any(True for _ in self._live()):
             return []
+        if time.monotonic() < max(self.watch_after, self.spawn_after):
+            return [self.handoff.receiver]  # a request waits, no worker yet: no busy loop on it
         return [self.handoff.receiver] + self.parked
 
     def _tend_parked(self, readable: set) -> None:
@@ -202,6 +204,7 @@ class Master:
                 request_waiting = False
             if request_waiting:
                 self.connection_waiting = True
+                self.watch_after = time.monotonic() + _WATCH_PAUSE
             else:  # the web server closed it
                 self.parked.remove(sock)
                 sock.close()

@@ -6,11 +6,17 @@
 /exit                 os._exit(1): kills the worker
 /finish?s=S&file=F    answers "finished early", calls finish_request, sleeps S s, then writes F
 anything else         "hello"
+
+With MASTERAPP_FAIL_IF=PATH in the environment, the import fails while PATH
+exists (a deployment that broke after the pool started).
 """
 
 import os
 import time
 from urllib.parse import parse_qs
+
+if os.path.exists(os.environ.get("MASTERAPP_FAIL_IF") or "/nonexistent"):
+    raise RuntimeError("MASTERAPP_FAIL_IF exists: failing at import on purpose")
 
 
 def _query(environ, name, default):

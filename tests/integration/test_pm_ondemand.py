@@ -3,10 +3,15 @@ sockets and starts workers as connections wait, and stops workers idle for
 --worker-idle-timeout.  Real nginx in front (the shipped config, kept-alive
 connections) with keep-alive POSTs that must all succeed throughout."""
 
+import os
+import socket
 import time
 
 import requests
 from support import FastCGILoad, PostLoop, children_of, pool_status, wait_children, wait_for
+
+from wsgi_fcgi import client
+from wsgi_fcgi import protocol as p
 
 POOL = ("--pm", "ondemand", "--workers", "4", "--worker-idle-timeout", "1", "--threads", "2",
         "--status-path", "/status")
@@ -62,6 +67,33 @@ def test_a_kept_connection_outlives_the_last_worker(start_site):
         assert after.status_code == 200 and int(after.text) in children_of(server.pid)
         assert time.monotonic() - started < 5, round_
     assert "Traceback" not in server.log()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_request_on_a_kept_connection_waits_for_a_worker_without_a_busy_master(start_wsgi_fcgi, tmp_path):
+    # Workers that cannot start (the app broke): the master backs off, and
+    # the request waiting on the connection it holds must not make it spin.
+    marker = tmp_path / "broken"
+    server = start_wsgi_fcgi("masterapp:app", *POOL, env={"MASTERAPP_FAIL_IF": str(marker)})
+    conn = socket.create_connection(server.address.rsplit(":", 1), timeout=30)
+    request = client.encode_request(1, client.cgi_params("GET", "/"), keep_conn=True)
+    conn.sendall(request)
+    assert client.read_response(conn, 1, p.RecordParser()).status == 200
+    wait_children(server.pid, 0, timeout=15)
+    marker.touch()
+    conn.sendall(request)
+    wait_for(lambda: "failing at import on purpose" in server.log(), 15, what="a worker failing to start")
+    before = cpu_seconds(server.pid)
+    time.sleep(2)
+    assert cpu_seconds(server.pid) - before < 0.5  # not a core spinning on the waiting request
+    marker.unlink()
+    response = client.read_response(conn, 1, p.RecordParser())  # the next worker starts and answers
+    assert response.status == 200
+    conn.close()
 
 
 def test_ondemand_with_a_broken_app_fails_at_start(start_wsgi_fcgi):
