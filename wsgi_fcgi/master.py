@@ -210,10 +210,12 @@ class Master:
                 sock.close()
 
     def _unpark(self) -> None:
-        """Parked connections back on the queue once a worker will adopt
-        them (as many as it holds; the rest at the next round)."""
-        if not self.parked or self._kept_to_watch():
-            return
+        """Parked connections back on the queue once a worker will adopt them."""
+        if self.parked and not self._kept_to_watch():
+            self._requeue_parked()
+
+    def _requeue_parked(self) -> None:
+        """As many as the queue holds (the rest at the next round)."""
         while self.parked and self.handoff.send(self.parked[0]):
             self.parked.pop(0).close()
 
@@ -595,9 +597,8 @@ class Master:
     def _cleanup(self) -> None:
         for worker in self.workers.values():
             self._kill(worker, signal.SIGKILL)
-        while self.parked and self.handoff.send(self.parked[0]):  # after USR2: the new master's workers'
-            self.parked.pop(0).close()
-        for sock in self.parked:  # the pool stops
+        self._requeue_parked()  # after USR2, for the new master's workers
+        for sock in self.parked:  # the pool stops: nobody will adopt them
             sock.close()
         for sock in self.sockets:
             if not self.handed_over:  # the socket file is the new master's now
