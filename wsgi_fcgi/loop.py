@@ -305,9 +305,10 @@ class EventLoop:
         """Pass an idle connection of a stopping worker to a live one of the
         pool.  False: it is still ours (and still watched); while the pool
         lives, that is because the queue of handed connections is full (some
-        280 of them), and the connection is handed over as soon as the
-        queue has room: closing it instead would bring back the race that
-        handing it over avoids."""
+        280 of them), and the connection is handed over once the live
+        workers have taken most of them (Linux reports the sending end
+        writable below a quarter of its buffer): closing it instead would
+        bring back the race that handing it over avoids."""
         if self.handoff is None:
             return False
         if not self.handoff.send(channel.sock):
@@ -329,13 +330,15 @@ class EventLoop:
         self._awaiting_handoff[channel] = None
 
     def _hand_over_awaiting(self, _mask: int) -> None:
+        # The sender is watched while connections wait: a retry
+        # that finds the queue full again (other stopping workers filled
+        # it) waits, and watches, anew.
+        self._unregister_fd(self.handoff.sender)  # type: ignore[union-attr]
+        waiting, self._awaiting_handoff = self._awaiting_handoff, {}
         now = time.monotonic()
-        for channel in list(self._awaiting_handoff):
-            del self._awaiting_handoff[channel]
+        for channel in waiting:
             if channel.state is CLOSING:
-                channel.finish_closing(now)  # back in the dict if the queue is full again
-        if not self._awaiting_handoff:
-            self._unregister_fd(self.handoff.sender)  # type: ignore[union-attr]
+                channel.finish_closing(now)
 
     # -- timers and stopping -----------------------------------------------------------------
 

@@ -398,3 +398,26 @@ def test_a_busy_worker_leaves_handed_over_connections_to_the_others():
     for ours, theirs in handed:
         ours.close()
         theirs.close()
+
+
+def test_a_queue_full_again_before_the_retry_keeps_the_connection_waiting():
+    # Other stopping workers may fill the room this one was woken for.
+    handoff, server, channel, peer = idle_closing_with_a_full_handoff_queue()
+    channel.finish_closing(time.monotonic())
+    for sock in handoff.receive(limit=1000):  # room: the loop is woken for it ...
+        sock.close()
+    events = server.loop.selector.select(5)
+    filler = socket.socket()
+    while handoff.send(filler):  # ... and the others fill it meanwhile
+        pass
+    for key, mask in events:
+        key.data(mask)  # the retry finds it full: waits again, nothing raised
+    assert channel.state is CLOSING and server.loop.awaits_handoff(channel)
+    for sock in handoff.receive(limit=1000):
+        sock.close()
+    for key, mask in server.loop.selector.select(5):
+        key.data(mask)
+    assert channel.state is CLOSED
+    filler.close()
+    server.loop.close()
+    handoff.close()
