@@ -218,6 +218,12 @@ class RequestBody:
         return True
 
     def close(self) -> None:
+        if self._eof and self._file is None and self._cond is None:
+            # Complete and in memory: the loop feeds nothing more (feed, feed_eof
+            # and fail change nothing after EOF), so no lock is needed.
+            self._chunks.clear()
+            self._buffered = self._offset = 0
+            return
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -93,7 +93,11 @@ class Channel:
         self.requests: dict[int, Request] = {}  # live requests by id (loop thread)
         self.finished: collections.deque = collections.deque()  # ended by threads, not yet reaped
         self.deferred: collections.deque = collections.deque()  # started, waiting for this connection's turn
-        self.live = 0  # requests not yet ended (under output.lock)
+        # Requests not yet ended = started - ended: each count has one writer,
+        # so registering a request takes no lock (a thread ending one reads
+        # `requests_started` under output.lock, before or after it grew).
+        self.requests_started = 0  # (loop thread)
+        self.requests_ended = 0  # (under output.lock)
         self.running = 0  # requests in pool threads (under the server's count lock)
         self.record_started: float | None = None  # when the partial record began
         self.had_request = False
@@ -121,6 +125,10 @@ class Channel:
     def set_state(self, state: str, reason: str = "") -> None:
         with self.output.lock:
             self._set_state(state, reason)
+
+    @property
+    def live(self) -> int:
+        return self.requests_started - self.requests_ended
 
     def idle(self) -> bool:
         """Nothing in flight: no live request, no partial record, no queued output."""
@@ -329,7 +337,7 @@ class Channel:
 
     def _end_locked(self, request: Request) -> None:
         request.ended = True
-        self.live -= 1
+        self.requests_ended += 1
         self.finished.append(request)
         self.server.count_end()
 

@@ -202,8 +202,7 @@ class Server:
         request = Request(channel, event, self.spool_size, now)
         channel.had_request = True
         channel.requests[event.request_id] = request
-        with channel.output.lock:
-            channel.live += 1
+        channel.requests_started += 1
         self.requests_started += 1
         return request
 
