@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import selectors
 import socket
 import time
@@ -62,6 +63,8 @@ class EventLoop:
         self.connections_accepted = 0
         self.next_tick = time.monotonic() + TICK
         self.on_tick: list[Callable[[], None]] = []
+        self.report_at = math.inf  # when the on_report hooks are due (report_by)
+        self.on_report: list[Callable[[], None]] = []
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
 
     # -- other threads -------------------------------------------------------------------
@@ -84,6 +87,15 @@ class EventLoop:
         """`channel` has queued output: watch it for writability."""
         self._write_wanted.append(channel)
         self.wake()
+
+    def report_by(self, when: float, wake: bool) -> None:
+        """Run the `on_report` hooks at `when` at the latest.  `wake`: the
+        caller is not the thread running the loop, which may be asleep in
+        the selector until its next tick."""
+        if when < self.report_at:
+            self.report_at = when
+            if wake:
+                self.wake()
 
     def stop(self, deadline: float, handoff: bool) -> None:
         if self.stop_at is None or deadline < self.stop_at:
@@ -129,7 +141,8 @@ class EventLoop:
                 self.done = True
                 pool.loop_finished()
                 return True
-            for key, mask in select(TICK):
+            timeout = min(self.next_tick, self.report_at) - time.monotonic()
+            for key, mask in select(timeout if timeout > 0 else 0):
                 try:
                     key.data(mask)
                 except Exception:
@@ -137,6 +150,9 @@ class EventLoop:
             now = time.monotonic()
             if self._attention or self._write_wanted:
                 self._attend(now)
+            if now >= self.report_at:
+                self.report_at = math.inf  # before the hooks: a later report_by is not lost
+                self._call_hooks(self.on_report, "report")
             if now >= self.next_tick:  # on the loop, not per run(): the selector may change hands often
                 self.next_tick = now + TICK
                 self._tick(now)
@@ -348,11 +364,15 @@ class EventLoop:
                 self._check_timers(channel, now)
             except Exception:
                 self._callback_failed(channel.on_event)
-        for callback in self.on_tick:
+        self._call_hooks(self.on_tick, "tick")
+
+    @staticmethod
+    def _call_hooks(hooks: list[Callable[[], None]], kind: str) -> None:
+        for callback in hooks:
             try:
                 callback()
             except Exception:
-                log.exception("error in a tick hook")
+                log.exception("error in a %s hook", kind)
 
     def _check_timers(self, channel: Channel, now: float) -> None:
         settings = self.server.settings

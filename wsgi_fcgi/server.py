@@ -114,6 +114,12 @@ class Server:
         return self.loop.on_tick
 
     @property
+    def on_report(self) -> list:
+        """Called in the loop thread once a time asked for with
+        `loop.report_by` has come (the worker's deferred slot writes)."""
+        return self.loop.on_report
+
+    @property
     def addresses(self) -> list[str]:
         return [listener_address(sock) for sock in self.sockets]
 
