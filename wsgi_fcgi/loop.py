@@ -346,9 +346,9 @@ class EventLoop:
         self._awaiting_handoff[channel] = None
 
     def _hand_over_awaiting(self, _mask: int) -> None:
-        # The sender is watched while connections wait: a retry
-        # that finds the queue full again (other stopping workers filled
-        # it) waits, and watches, anew.
+        # The sender is watched while connections wait: a retry that finds
+        # the queue full again (other stopping workers filled it) waits, and
+        # watches, anew.
         self._unregister_fd(self.handoff.sender)  # type: ignore[union-attr]
         waiting, self._awaiting_handoff = self._awaiting_handoff, {}
         now = time.monotonic()

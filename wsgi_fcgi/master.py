@@ -166,8 +166,7 @@ class Master:
         except InterruptedError:
             readable = set()
         if any(sock.fileno() in readable for sock in listeners):
-            self.connection_waiting = True
-            self.watch_after = time.monotonic() + _WATCH_PAUSE  # no busy loop while it waits
+            self._note_waiting()
         if kept:
             self._tend_parked(readable)
         try:
@@ -175,6 +174,11 @@ class Master:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+
+    def _note_waiting(self) -> None:
+        """A connection or a request waits for a worker (--pm ondemand)."""
+        self.connection_waiting = True
+        self.watch_after = time.monotonic() + _WATCH_PAUSE  # no busy loop while it waits
 
     # -- kept connections while no worker lives (--pm ondemand) ------------------
 
@@ -203,8 +207,7 @@ class Master:
             except OSError:
                 request_waiting = False
             if request_waiting:
-                self.connection_waiting = True
-                self.watch_after = time.monotonic() + _WATCH_PAUSE
+                self._note_waiting()
             else:  # the web server closed it
                 self.parked.remove(sock)
                 sock.close()
