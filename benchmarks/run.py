@@ -53,8 +53,11 @@ COMPILED = "wsgi_fcgi-compiled"
 #: the contenders that are this project; a target of "wsgi_fcgi" applies to each
 PROJECT_BUILDS = ("wsgi_fcgi", COMPILED)
 
-TWO_WORKERS = ("wsgi_fcgi-2w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
-               "--workers 2 --threads {threads} {module}:app")
+#: a "-2w" scenario runs every contender with two worker processes; this one
+#: worker, beside them, measures how far a second worker carries the app
+ONE_WORKER = ("wsgi_fcgi-1w=fastcgi:{project_python} -m wsgi_fcgi --bind 127.0.0.1:{port} "
+              "--workers 1 --threads {threads} {module}:app")
+TWO_WORKERS = ["--workers", "2"]
 
 #: name -> (harness --app, contenders, extra harness args, [(A, B, target ratio)]); the targets are issue 14's
 SCENARIOS = {
@@ -71,10 +74,16 @@ SCENARIOS = {
              [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "gunicorn-gthread-http", 1.0)]),
     "big": ("big", "wsgi_fcgi,wsgi_fcgi-compiled,c-libfcgi,uwsgi-fastcgi,flup-threaded-unix", [],
             [("wsgi_fcgi", "c-libfcgi", 1.0)]),
-    "hello-2w": ("hello", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi", ["--workers", "2"],
+    # issue 14: "the same targets hold with --workers 2 against uWSGI with 2 processes"
+    "hello-2w": ("hello", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi", TWO_WORKERS,
                  [("wsgi_fcgi", "uwsgi-fastcgi", 1.5)]),
-    "flask-2w": ("flask", "wsgi_fcgi,wsgi_fcgi-2w", ["--define", TWO_WORKERS],
-                 [("wsgi_fcgi-2w", "wsgi_fcgi", 1.4)]),
+    "flask-2w": ("flask", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,wsgi_fcgi-1w",
+                 [*TWO_WORKERS, "--define", ONE_WORKER],
+                 [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "wsgi_fcgi-1w", 1.4)]),
+    "echo-2w": ("echo", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi", TWO_WORKERS,
+                [("wsgi_fcgi", "uwsgi-fastcgi", 1.3)]),
+    "big-2w": ("big", "wsgi_fcgi,wsgi_fcgi-compiled,c-libfcgi,uwsgi-fastcgi", TWO_WORKERS,
+               [("wsgi_fcgi", "c-libfcgi", 1.0)]),
 }
 
 #: name -> [(per-round figure, A, B, most A/B may be)]: issue 14's targets on backend CPU and p99
@@ -157,9 +166,10 @@ def per_round_ratio(doc: dict, key: str, a: str, b: str) -> float | None:
     return median_ratio(rounds.get(a, []), rounds.get(b, []))
 
 
-def builds_of(contender: str, doc: dict) -> list:
-    """A target's contender "wsgi_fcgi" stands for each build of the project the run measured."""
-    if contender != "wsgi_fcgi":
+def builds_of(contender: str, doc: dict, against: str) -> list:
+    """A target's contender "wsgi_fcgi" stands for each build of the project the
+    run measured, when it is measured against another server."""
+    if contender != "wsgi_fcgi" or against.startswith("wsgi_fcgi"):
         return [contender]
     measured = {s["contender"] for s in doc["summary"]}
     return [build for build in PROJECT_BUILDS if build in measured] or [contender]
@@ -189,13 +199,13 @@ def report(out: Path) -> str:
     for name, doc in docs.items():
         found = ratios(doc)
         for contender, b, target in SCENARIOS[name][3]:
-            for a in builds_of(contender, doc):
+            for a in builds_of(contender, doc, b):
                 value = found.get((a, b))
                 lines.append("| %s | %s / %s | %s | >= %.1f | %s |" % (
                     name, a, b, "%.2f" % value if value else "-", target,
                     "-" if not value else "yes" if value >= target else "no"))
         for key, contender, b, bound in UPPER_BOUNDS.get(name, []):
-            for a in builds_of(contender, doc):
+            for a in builds_of(contender, doc, b):
                 value = per_round_ratio(doc, key, a, b)
                 lines.append("| %s | %s %s / %s | %s | <= %.1f | %s |" % (
                     name, key, a, b, "%.2f" % value if value else "-", bound,
@@ -224,16 +234,23 @@ def plot(docs: dict, path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return
-    names = [n for n in docs if n != "flask-2w"]
+    names = list(docs)
     if not names:
         return
-    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7), squeeze=False)
-    for column, name in enumerate(names):
+    # each scenario a column of two plots (req/s over p99), at most 5 columns a band
+    columns = min(len(names), 5)
+    bands = -(-len(names) // columns)
+    fig, axes = plt.subplots(2 * bands, columns, figsize=(4.2 * columns, 7 * bands), squeeze=False)
+    for column in range(len(names) - (bands - 1) * columns, columns):  # the last band's empty columns
+        axes[-1][column].set_visible(False)
+        axes[-2][column].set_visible(False)
+    for index, name in enumerate(names):
+        band, column = divmod(index, columns)
         rows = [s for s in docs[name]["summary"] if "rps_median" in s]
         labels = [s["contender"] for s in rows]
         colours = ["tab:red" if s["contender"].startswith("wsgi_fcgi") else "tab:gray" for s in rows]
         for row, (key, title) in enumerate((("rps_median", "req/s"), ("p99_ms", "p99 ms"))):
-            ax = axes[row][column]
+            ax = axes[2 * band + row][column]
             ax.barh(labels, [s[key] for s in rows], color=colours)
             ax.set_title("%s: %s" % (name, title), fontsize=10)
             ax.tick_params(labelsize=8)
