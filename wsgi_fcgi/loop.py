@@ -180,12 +180,19 @@ class EventLoop:
     # -- wake-ups and attention ---------------------------------------------------------
 
     def _on_wake(self, _mask: int) -> None:
-        self._woken = False
+        # Drain, then clear.  A wake() in between finds the flag set and
+        # sends nothing, and the loop sees its request anyway: every reason
+        # to wake (the attention lists, a stop, a report deadline, the
+        # standby's hand-back) is looked at after the callbacks.  Cleared
+        # first, a wake() in between had its byte drained with the flag left
+        # set: every later wake() was lost, and the loop slept until events
+        # or its tick (a queued END_REQUEST waited up to a second).
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._woken = False
 
     def _attend(self, now: float) -> None:
         while self._write_wanted:

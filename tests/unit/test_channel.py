@@ -1,6 +1,9 @@
 """The connection's write side (output.Output) and read side (channel.Channel)
-over a real socketpair, driven by hand: no loop thread, no pool."""
+over a real socketpair, and the loop's wake-up, driven by hand: no loop
+thread, no pool."""
 
+import select
+import selectors
 import socket
 import threading
 import time
@@ -168,6 +171,35 @@ def responses(peer, *ids):
     while not all(any(r.type == p.END_REQUEST and r.request_id == i for r in records) for i in ids):
         records += parser.feed(peer.recv(65536))
     return records
+
+
+def test_a_wake_that_lands_while_the_loop_drains_its_wake_ups_is_not_lost(engine):
+    """Another thread's wake() in the middle of the loop's drain: later
+    wake()s must still interrupt the selector.  (With the flag cleared before
+    the drain, that wake's byte was drained with the flag left set, and every
+    later wake() was dropped: a response tail a request thread queued sat
+    unsent until the loop's next tick, up to a second.)"""
+    loop = engine.loop
+    wake_socket = loop._wake_r
+
+    class WakeDuringTheDrain:
+        def __init__(self):
+            self.woke = False
+
+        def recv(self, size):
+            if not self.woke:
+                self.woke = True
+                loop.wake()  # as a request thread would, at this very moment
+            return wake_socket.recv(size)
+
+    loop.wake()
+    loop._wake_r = WakeDuringTheDrain()
+    try:
+        loop._on_wake(selectors.EVENT_READ)
+    finally:
+        loop._wake_r = wake_socket
+    loop.wake()
+    assert select.select([wake_socket], [], [], 1.0)[0] == [wake_socket]
 
 
 def test_a_request_read_run_and_answered(engine):
