@@ -18,8 +18,8 @@ import time
 
 from gunicorn.workers.base import Worker
 
-from .apploader import freeze_loaded_objects
 from .handoff import Handoff
+from .memory import prepare_to_serve
 from .server import Request, Server
 from .settings import gunicorn_server_options
 from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head, simple_response
@@ -114,7 +114,7 @@ class FastCGIWorker(Worker):
         )
         self.server.on_tick.append(self._tick)
         self.server.on_request_end.append(self._request_ended)
-        freeze_loaded_objects()
+        prepare_to_serve()
         self.notify()
         self.server.serve_forever()
 

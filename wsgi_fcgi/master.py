@@ -616,7 +616,8 @@ class Master:
     # -- --preload and USR2 ----------------------------------------------------------
 
     def _preload(self) -> None:
-        from .apploader import AppImportError, freeze_loaded_objects, load_app
+        from .apploader import AppImportError, load_app
+        from .memory import freeze_loaded_objects
         try:
             self.app = load_app(self.settings.app)
         except AppImportError as exc:

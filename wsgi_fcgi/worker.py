@@ -13,8 +13,9 @@ import threading
 import time
 
 from . import accesslog, logs, privileges, proctitle, systemd
-from .apploader import AppImportError, enter_directory, freeze_loaded_objects, load_app
+from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
+from .memory import prepare_to_serve, resident_memory
 from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
 
 # Imported here, before a worker drops its privileges (--user): its user may
@@ -27,18 +28,6 @@ log = logging.getLogger("wsgi_fcgi")
 
 #: exit status of a worker whose app could not be loaded
 BOOT_FAILED = 3
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def resident_memory() -> int:
-    """This process's resident set size in bytes (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 #: `Worker._refresh(ending=ROUND_ENDED)`: the loop thread ended a round of requests it ran
@@ -115,7 +104,7 @@ class Worker:
         signal.signal(signal.SIGINT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGQUIT, lambda *_: self.stop(graceful=False))
         signal.signal(signal.SIGUSR1, self._on_usr1)
-        freeze_loaded_objects()
+        prepare_to_serve()
         self.slot.state = READY
         self.slot.idle_since = time.monotonic()
         self.publish()

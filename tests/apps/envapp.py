@@ -14,12 +14,15 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 /stderr               writes a line to wsgi.errors
 /gc/pause             collects, then turns the cyclic GC off (what follows leaves its cycles)
 /gc/garbage           JSON: the unreachable objects since /gc/pause, by type; the GC is on again
+/malloc/churn         JSON: page faults of this thread over 300 rounds of a 64 KiB POST's
+                      allocations (three 64 KiB blocks, then their join, all freed)
 """
 
 import gc
 import hashlib
 import json
 import os
+import resource
 import threading
 import time
 from urllib.parse import parse_qs
@@ -132,6 +135,8 @@ def app(environ, start_response):
         return _json(start_response, {"paused": True})
     if path == "/gc/garbage":
         return _json(start_response, _garbage())
+    if path == "/malloc/churn":
+        return _json(start_response, {"faults": _churn_faults()})
     body = _read_body(environ)
     shown = {k: v for k, v in environ.items() if isinstance(v, str)}
     shown["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
@@ -141,6 +146,16 @@ def app(environ, start_response):
                                    "multiprocess": environ["wsgi.multiprocess"],
                                    "pid": os.getpid(), "thread": threading.current_thread().name,
                                    "gc_frozen": gc.get_freeze_count()})
+
+
+def _churn_faults(rounds=300):
+    chunk = b"a" * 65536
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(rounds):
+        parts = [chunk[1:] + b"x" for _ in range(3)]
+        joined = b"".join(parts)
+        del parts, joined
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
 
 
 application = app

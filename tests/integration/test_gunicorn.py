@@ -113,6 +113,8 @@ def test_routing_post_and_stream_through_nginx(start_gunicorn, start_nginx):
     assert data["multithread"] is True and data["multiprocess"] is True
     assert data["pid"] in server.worker_pids()
     assert data["gc_frozen"] > 1000, "the loaded app was not frozen out of the collector's generations"
+    faults = requests.get(nginx.url + "/malloc/churn", timeout=10).json()["faults"]
+    assert faults < 1000, "malloc gave the arena's top back %d times" % faults
 
     body = os.urandom(3 * 1024 * 1024 + 7)
     r = requests.post(nginx.url + "/upload", data=body, timeout=20)
