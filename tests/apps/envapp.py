@@ -63,6 +63,12 @@ def _read_body(environ):
     return b""  # PEP 3333: without CONTENT_LENGTH a server may block on a read
 
 
+def _pause_gc():
+    gc.collect()
+    gc.disable()
+    return {"paused": True}
+
+
 def _garbage():
     """The objects only the cyclic GC could free, counted by type."""
     gc.set_debug(gc.DEBUG_SAVEALL)
@@ -129,14 +135,8 @@ def app(environ, start_response):
         environ["wsgi.errors"].write("a line for the error log\n")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
-    if path == "/gc/pause":
-        gc.collect()
-        gc.disable()
-        return _json(start_response, {"paused": True})
-    if path == "/gc/garbage":
-        return _json(start_response, _garbage())
-    if path == "/malloc/churn":
-        return _json(start_response, {"faults": _churn_faults()})
+    if path in _JSON_VIEWS:
+        return _json(start_response, _JSON_VIEWS[path]())
     body = _read_body(environ)
     shown = {k: v for k, v in environ.items() if isinstance(v, str)}
     shown["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
@@ -155,7 +155,10 @@ def _churn_faults(rounds=300):
         parts = [chunk[1:] + b"x" for _ in range(3)]
         joined = b"".join(parts)
         del parts, joined
-    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
+    return {"faults": resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults}
+
+
+_JSON_VIEWS = {"/gc/pause": _pause_gc, "/gc/garbage": _garbage, "/malloc/churn": _churn_faults}
 
 
 application = app
