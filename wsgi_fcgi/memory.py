@@ -16,7 +16,7 @@ MALLOC_TRIM_THRESHOLD = 2 << 20
 #: ... and blocks from this size up are mapped on their own (returned at free).
 MALLOC_MMAP_THRESHOLD = 1 << 20
 #: What an operator sets to tune malloc; with any of them we keep out.
-_MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+_MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -46,7 +46,7 @@ def keep_malloc_arenas() -> bool:
     worker freed before, every request then faulted 30 fresh pages in, or
     none (0.02 to 11 page faults per request from one run to the next, a
     tenth of its CPU).  True when set."""
-    if any(name in os.environ for name in _MALLOC_ENVIRONMENT):
+    if any(name in os.environ for name in _MALLOC_ENVIRONMENT) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
         os.confstr("CS_GNU_LIBC_VERSION")
