@@ -43,9 +43,9 @@ def keep_malloc_arenas() -> bool:
     top back to the kernel past 128 KiB, until a freed mapped block raises
     that bar (up to 64 MiB).  A 64 KiB POST allocates about 128 KiB (the
     records, then the body read whole) and frees it: depending on what the
-    worker freed before, every request then faulted 30 fresh pages in, or
-    none (0.02 to 11 page faults per request from one run to the next, a
-    tenth of its CPU).  True when set."""
+    worker freed before, its requests then faulted fresh pages in, or did
+    not (0.02 to 11 page faults per request from one run to the next, up to
+    a tenth of its CPU).  True when set."""
     if any(name in os.environ for name in _MALLOC_ENVIRONMENT) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
