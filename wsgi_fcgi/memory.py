@@ -37,7 +37,7 @@ def freeze_loaded_objects() -> None:
     gc.freeze()
 
 
-def keep_malloc_arenas() -> bool:
+def keep_malloc_arenas() -> None:
     """Fixed malloc thresholds (glibc only; not when the environment tunes
     malloc).  glibc's defaults move: a request thread's arena gives its free
     top back to the kernel past 128 KiB, until a freed mapped block raises
@@ -45,15 +45,16 @@ def keep_malloc_arenas() -> bool:
     records, then the body read whole) and frees it: depending on what the
     worker freed before, its requests then faulted fresh pages in, or did
     not (0.02 to 11 page faults per request from one run to the next, up to
-    a tenth of its CPU).  True when set."""
+    a tenth of its CPU)."""
     if any(name in os.environ for name in _MALLOC_ENVIRONMENT) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
+        return
     try:
         os.confstr("CS_GNU_LIBC_VERSION")
         mallopt = ctypes.CDLL(None).mallopt
     except (ValueError, OSError, AttributeError):
-        return False  # not glibc
-    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+        return  # not glibc
+    mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
 
 
 def resident_memory() -> int:
