@@ -232,3 +232,38 @@ class RequestBody:
             self._buffered = self._offset = 0
             self._eof = True
             self._wake_readers()
+
+
+class EmptyBody:
+    """`wsgi.input` of a request whose FCGI_STDIN had ended, empty, when it
+    started (a GET, an authorizer): answers as a complete, empty
+    `RequestBody` does, without its lock and buffers."""
+
+    received = 0
+    complete = True
+    bytes_in_memory = 0
+    spooled = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def read1(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def readable(self) -> bool:
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        """Nothing to fail: the body is complete."""
+
+    def close(self) -> None:
+        pass

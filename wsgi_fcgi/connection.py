@@ -17,11 +17,14 @@ from . import protocol as p
 
 
 class RequestStarted(NamedTuple):
-    """FCGI_BEGIN_REQUEST and the complete FCGI_PARAMS stream have arrived."""
+    """FCGI_BEGIN_REQUEST and the complete FCGI_PARAMS stream have arrived.
+    `body_empty`: FCGI_STDIN ended, empty, in the same data with no event
+    between (a GET); no StdinReceived comes for this request then."""
     request_id: int
     role: int
     keep_conn: bool
     params: list[tuple[str, str]]  # in the order sent, latin-1 (protocol.decode_params)
+    body_empty: bool = False
 
 
 class StdinReceived(NamedTuple):
@@ -194,14 +197,19 @@ class ServerConnection:
         params = p.decode_params(b"".join(request.params))
         self._release_params(request)
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
-        events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params)))
+        events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params, False)))
 
     def _stdin(self, request_id: int, request: _RequestState, content: bytes,
                events: list[Event]) -> None:
         if request.state == _STDIN:
-            events.append(tuple.__new__(StdinReceived, (request_id, content)))  # as protocol.Record
             if not content:
                 request.state = _DATA if request.role == p.FILTER else _INPUT_DONE
+                started = events[-1] if events else None
+                if type(started) is RequestStarted and started.request_id == request_id:
+                    events[-1] = tuple.__new__(RequestStarted, (request_id, started.role, started.keep_conn,
+                                                                started.params, True))
+                    return
+            events.append(tuple.__new__(StdinReceived, (request_id, content)))  # as protocol.Record
         elif request.state == _PARAMS:
             raise p.ProtocolError("FCGI_STDIN for request id %d before its params ended"
                                   % request_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import protocol as p
-from .body import ClientDisconnected, RequestBody
+from .body import ClientDisconnected, EmptyBody, RequestBody
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -42,9 +42,9 @@ class Request:
         self.role = event.role
         self.keep_conn = event.keep_conn
         self.params = event.params
-        self.body = RequestBody(spool_size)
-        if event.role == p.AUTHORIZER:
-            self.body.feed_eof()  # spec 6.3: an authorizer gets no FCGI_STDIN
+        # spec 6.3: an authorizer gets no FCGI_STDIN
+        self.body: RequestBody | EmptyBody = (EmptyBody() if event.body_empty or event.role == p.AUTHORIZER
+                                              else RequestBody(spool_size))
         self.filter_data = RequestBody(spool_size) if event.role == p.FILTER else None
         self.ended = False  # FCGI_END_REQUEST is out (or queued): set under the connection's write lock
         self.aborted = False

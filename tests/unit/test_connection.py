@@ -85,6 +85,25 @@ def test_responder_request_flow():
     assert conn.receive_data(begin(1) + p.encode_params(1, [])) == [RequestStarted(1, p.RESPONDER, False, [])]
 
 
+def test_a_body_that_ends_empty_in_the_data_of_its_params_comes_with_the_start():
+    get = begin(1) + p.encode_params(1, PARAMS) + p.encode_record(p.STDIN, 1)
+    assert ServerConnection().receive_data(get) == [
+        RequestStarted(1, p.RESPONDER, False, STARTED_PARAMS, body_empty=True)]
+    conn = ServerConnection()  # the end of STDIN in the next read: an event of its own
+    assert conn.receive_data(get[:-8]) == [RequestStarted(1, p.RESPONDER, False, STARTED_PARAMS)]
+    assert conn.receive_data(get[-8:]) == [StdinReceived(1, b"")]
+    post = (begin(1) + p.encode_params(1, PARAMS) + p.encode_record(p.STDIN, 1, b"a")
+            + p.encode_record(p.STDIN, 1))
+    assert ServerConnection().receive_data(post) == [
+        RequestStarted(1, p.RESPONDER, False, STARTED_PARAMS), StdinReceived(1, b"a"), StdinReceived(1, b"")]
+    two = begin(1) + begin(2) + p.encode_params(1, PARAMS) + p.encode_params(2, PARAMS)
+    conn = ServerConnection()  # only the event right before the end of STDIN is its request's start
+    assert conn.receive_data(two + p.encode_record(p.STDIN, 1) + p.encode_record(p.STDIN, 2)) == [
+        RequestStarted(1, p.RESPONDER, False, STARTED_PARAMS),
+        RequestStarted(2, p.RESPONDER, False, STARTED_PARAMS), StdinReceived(1, b""),
+        StdinReceived(2, b"")]
+
+
 def test_overloaded_past_max_requests_per_connection():
     conn = ServerConnection(max_requests=2)
     assert conn.receive_data(begin(1) + begin(2)) == []

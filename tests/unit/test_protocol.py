@@ -342,16 +342,17 @@ def test_appendix_b_example_3_stderr_and_nonzero_app_status():
 
 
 def test_appendix_b_example_4_two_requests_multiplexed():
-    from wsgi_fcgi.connection import RequestStarted, ServerConnection, StdinReceived
+    from wsgi_fcgi.connection import RequestStarted, ServerConnection
     conn = ServerConnection()
     params = [("SERVER_PORT", "80"), ("SERVER_ADDR", "199.170.183.42")]
     first = (p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_record(p.PARAMS, 1, PAIRS_B)
              + p.encode_record(p.PARAMS, 1) + p.encode_begin_request(2, p.RESPONDER, p.KEEP_CONN)
              + p.encode_record(p.PARAMS, 2, PAIRS_B) + p.encode_record(p.STDIN, 1))
-    assert conn.receive_data(first) == [RequestStarted(1, p.RESPONDER, True, params), StdinReceived(1, b"")]
+    # Request 1's STDIN ends empty in the data that started it: no StdinReceived.
+    assert conn.receive_data(first) == [RequestStarted(1, p.RESPONDER, True, params, body_empty=True)]
     assert conn.live_requests == 2
     second = p.encode_record(p.PARAMS, 2) + p.encode_record(p.STDIN, 2)
-    assert conn.receive_data(second) == [RequestStarted(2, p.RESPONDER, True, params), StdinReceived(2, b"")]
+    assert conn.receive_data(second) == [RequestStarted(2, p.RESPONDER, True, params, body_empty=True)]
     conn.finish_request(2)  # the app finishes the requests out of order
     assert conn.is_live(1) and not conn.is_live(2)
     conn.finish_request(1)
