@@ -241,8 +241,6 @@ class EmptyBody:
 
     received = 0
     complete = True
-    bytes_in_memory = 0
-    spooled = False
 
     def read(self, size: int | None = -1) -> bytes:
         return b""

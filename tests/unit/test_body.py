@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from wsgi_fcgi.body import ClientDisconnected, RequestBody
+from wsgi_fcgi.body import ClientDisconnected, EmptyBody, RequestBody
 
 
 def body_of(*chunks, eof=True, **kw):
@@ -222,3 +222,15 @@ def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, 
     got += body.read()
     assert got == data
     assert body.read() == b"" and body.readline() == b""
+
+
+@pytest.mark.parametrize("body", [EmptyBody(), body_of()], ids=["EmptyBody", "RequestBody"])
+def test_an_empty_body_reads_as_a_complete_request_body_with_nothing_in_it(body):
+    assert body.complete and body.received == 0 and body.readable()
+    assert body.read() == body.read(10) == body.read(None) == body.read1() == b""
+    assert body.readline() == body.readline(5) == b""
+    assert body.readlines() == list(body) == []
+    body.fail(ClientDisconnected("aborted"))  # complete: nothing to fail
+    assert body.read() == b""
+    body.close()
+    assert body.read() == b""
