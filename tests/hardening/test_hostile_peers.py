@@ -5,6 +5,7 @@ real `python -m wsgi_fcgi` over raw sockets and is bounded in time."""
 
 import json
 import os
+import random
 import resource
 import socket
 import time
@@ -73,6 +74,38 @@ def test_a_pipelining_peer_that_does_not_read_costs_only_its_connection(start_ws
         if reader == "never":
             wait_for(lambda: "--write-timeout" in server.log(), 10, what="the write timeout")
             assert timed_request(server.address)[1] < 1.0
+
+
+def test_bodies_cut_into_tiny_interleaved_stdin_records_arrive_whole(start_wsgi_fcgi):
+    # A peer may cut a body at any byte and interleave requests (spec 3.3).
+    # The parser joins a run of one request's STDIN records that arrive in
+    # one read: the runs of two requests must not mix, and 11,000 records
+    # in one write must not cost more than their bytes.  A GET among them
+    # (its STDIN ends in the same read) gets the empty body.
+    server = start_wsgi_fcgi("protoapp:validated", "--threads", "4")
+    rng = random.Random(7)
+    bodies = {1: rng.randbytes(30000), 2: rng.randbytes(20000)}
+    stream = [p.encode_begin_request(i, p.RESPONDER, p.KEEP_CONN) for i in (1, 2, 3)]
+    stream += [p.encode_params(i, client.cgi_params("POST", "/echo", body_length=len(bodies[i]))) for i in (1, 2)]
+    sent = {1: 0, 2: 0}
+    while sent[1] < len(bodies[1]) or sent[2] < len(bodies[2]):
+        request_id = rng.choice([i for i in (1, 2) if sent[i] < len(bodies[i])])
+        for _ in range(rng.randint(1, 40)):  # a run of records of one request
+            piece = bodies[request_id][sent[request_id]:sent[request_id] + rng.randint(1, 8)]
+            if not piece:
+                break
+            stream.append(p.encode_record(p.STDIN, request_id, piece))
+            sent[request_id] += len(piece)
+    stream += [p.encode_record(p.STDIN, 1), p.encode_record(p.STDIN, 2),
+               p.encode_params(3, client.cgi_params("GET", "/get")), p.encode_record(p.STDIN, 3)]
+    with FcgiConnection(server.address) as conn:
+        started = time.monotonic()
+        conn.send(b"".join(stream))
+        responses = conn.wait_ended(1, 2, 3)
+        elapsed = time.monotonic() - started
+    assert responses[1].body == bodies[1] and responses[2].body == bodies[2]
+    assert responses[3].status == 200 and responses[3].body == b""
+    assert elapsed < 5, "%d records took %.1f s" % (len(stream), elapsed)
 
 
 def test_a_body_that_never_comes_gets_408_and_holds_no_thread(start_wsgi_fcgi):
