@@ -182,14 +182,16 @@ def report(out: Path) -> str:
         path = out / ("%s.json" % name)
         if path.exists():
             docs[name] = json.loads(path.read_text())
-    lines += ["| scenario | contender | req/s median | p99 ms | backend CPU us/req | RSS MiB | PSS MiB |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| scenario | contender | req/s median | p99 ms | backend CPU us/req | nginx CPU us/req "
+              "| RSS MiB | PSS MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, doc in docs.items():
         for s in doc["summary"]:
             if "rps_median" in s:
-                lines.append("| %s | %s | %.0f | %.2f | %s | %.1f | %.1f |" % (
+                lines.append("| %s | %s | %.0f | %.2f | %s | %s | %.1f | %.1f |" % (
                     name, s["contender"], s["rps_median"], s["p99_ms"],
                     "%.0f" % s["backend_cpu_us_per_req"] if s.get("backend_cpu_us_per_req") else "-",
+                    "%.0f" % s["nginx_cpu_us_per_req"] if s.get("nginx_cpu_us_per_req") else "-",
                     s["rss_peak_kib"] / 1024 if s.get("rss_peak_kib") else 0,
                     s["pss_peak_kib"] / 1024 if s.get("pss_peak_kib") else 0))
     lines += ["", "| scenario | ratio (median of per-round ratios: req/s unless named) | measured | target | met |",
