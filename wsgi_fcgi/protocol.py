@@ -277,15 +277,14 @@ def decode_params(data: bytes) -> list[tuple[str, str]]:
                 offset += 1
             name_end = offset + name_len
             value_end = name_end + value_len
-            if value_end > size:
-                raise ProtocolError("name-value pair runs past the end of the data "
-                                    "(name %d + value %d bytes, %d left)"
-                                    % (name_len, value_len, size - offset))
             pairs.append((text[offset:name_end], text[name_end:value_end]))
             offset = value_end
     except (IndexError, struct.error):
         raise ProtocolError("name-value pair length truncated at byte %d of %d"
                             % (offset, size)) from None
+    if offset > size:  # the last pair ran past the end (slices stop at it): checked once, not per pair
+        raise ProtocolError("name-value pair runs past the end of the data (name %d + value %d bytes, %d left)"
+                            % (name_len, value_len, size - (offset - name_len - value_len)))
     return pairs
 
 

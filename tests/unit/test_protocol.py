@@ -258,6 +258,13 @@ def test_malformed_pairs_raise_protocol_error(data):
         p.decode_params(data)
 
 
+@pytest.mark.parametrize("data", [b"\x05\x01abc", b"\x01\x01ab\x05\x01abc", b"\x01\x01ab\x01\x01cd\x05\x01abc"])
+def test_a_pair_past_the_end_is_named_by_its_lengths(data):
+    # the overrun is found once the pairs are read: the message still names the pair that ran past
+    with pytest.raises(p.ProtocolError, match=r"name 5 \+ value 1 bytes, 3 left"):
+        p.decode_params(data)
+
+
 # -- malformed records ----------------------------------------------------------
 
 @pytest.mark.parametrize("version", [0, 2, 255])
