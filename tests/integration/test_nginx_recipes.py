@@ -1,8 +1,10 @@
 """nginx recipes beyond the basic configs, each loaded from nginx/: the stock
 fastcgi_params, fastcgi.conf (SCRIPT_FILENAME), fastcgi_split_path_info
 (with a rewrite), and the classic tutorial layout (`location ~ \\.cgi$`,
-fastcgi_index)."""
+fastcgi_index); and the buffers docs/frontends/nginx.md recommends for
+large responses."""
 
+import hashlib
 import shutil
 
 import pytest
@@ -10,6 +12,7 @@ import requests
 from support import (
     LATIN1_CAFE,
     NGINX_PARAMS,
+    ROOT,
     Nginx,
     WsgiFcgi,
     environ_of,
@@ -118,3 +121,29 @@ def test_classic_with_script_name(tmp_path):
     finally:
         nginx.stop()
         backend.stop()
+
+
+def documented_large_response_buffers() -> str:
+    """The nginx lines of docs/frontends/nginx.md's "Large responses"."""
+    section = (ROOT / "docs" / "frontends" / "nginx.md").read_text().split("## Large responses", 1)[1]
+    return section.split("```nginx", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_buffers_for_large_responses(envapp, tmp_path):
+    buffers = documented_large_response_buffers()
+    assert "fastcgi_buffers" in buffers and "fastcgi_busy_buffers_size" in buffers
+    nginx = Nginx(tmp_path, fastcgi_location(envapp.address, extra=buffers))
+    chunks, size = 512, 65536  # 32 MiB, streamed in 64 KiB chunks
+    want = hashlib.sha256(b"x" * (chunks * size)).hexdigest()
+    try:
+        with requests.Session() as session:
+            for _ in range(2):
+                digest, received = hashlib.sha256(), 0
+                with session.get(nginx.url + "/stream?n=%d&size=%d" % (chunks, size), stream=True, timeout=60) as r:
+                    assert r.status_code == 200 and r.headers["Content-Length"] == str(chunks * size)
+                    for piece in r.iter_content(1 << 20):
+                        digest.update(piece)
+                        received += len(piece)
+                assert received == chunks * size and digest.hexdigest() == want
+    finally:
+        nginx.stop()
