@@ -41,12 +41,11 @@ def keep_malloc_arenas() -> None:
     """Fixed malloc thresholds (glibc only; not when the environment tunes
     malloc).  glibc's defaults move: a request thread's arena gives its free
     top back to the kernel past 128 KiB, until a freed mapped block raises
-    that bar (up to 64 MiB).  A 64 KiB POST allocated about 128 KiB (the
-    records, then the body read whole; one 64 KiB block since the parser
-    joins the records) and freed it: depending on what the worker freed
-    before, its requests then faulted fresh pages in, or did not (0.02 to
-    11 page faults per request from one run to the next, up to a tenth of
-    its CPU)."""
+    that bar (up to 64 MiB).  A 64 KiB POST allocates a 64 KiB block (its
+    records, joined by the parser; before that join, about 128 KiB) and
+    frees it: depending on what the worker freed before, its requests then
+    faulted fresh pages in, or did not (0.02 to 11 page faults per request
+    from one run to the next, up to a tenth of its CPU)."""
     if any(name in os.environ for name in _MALLOC_ENVIRONMENT) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return
     try:
