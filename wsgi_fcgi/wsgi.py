@@ -120,10 +120,28 @@ def encode_head(status: str, headers: list) -> bytes:
         raise InvalidResponse("response head is not latin-1: %s" % exc) from None
 
 
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+
+
+def declared_length(head: bytes) -> int | None:
+    """The Content-Length of an encoded head (encode_head's: every header
+    line follows a CRLF, no value holds one); None without one, or with one
+    that is not a plain number or is sent twice."""
+    lowered = head.lower()
+    at = lowered.find(_CONTENT_LENGTH)
+    if at < 0 or lowered.find(_CONTENT_LENGTH, at + 1) >= 0:
+        return None
+    start = at + len(_CONTENT_LENGTH)
+    value = head[start:head.index(b"\r\n", start)].strip(b" \t")
+    if not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
 class Response:
     """`start_response`, `write` and the head-before-body rule of one request."""
 
-    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent", "finished")
+    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent", "finished", "body_left")
 
     def __init__(self, transport) -> None:
         self.transport = transport
@@ -131,7 +149,10 @@ class Response:
         self.head_sent = False
         self.status: str | None = None
         self.bytes_sent = 0
-        self.finished = False  # finish_request() was called: later output is dropped
+        # The request has ended (finish_request(), or the body reached its
+        # Content-Length): later output is dropped
+        self.finished = False
+        self.body_left: int | None = None  # body bytes the Content-Length still allows
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -165,6 +186,8 @@ class Response:
 
     def send(self, data: bytes, end: bool) -> bool:
         if self.finished:
+            if data and self.body_left == 0:
+                self._beyond_length(len(data))
             return True
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -176,8 +199,33 @@ class Response:
                 raise AssertionError("the app sent body data before calling start_response()")
             self.head_sent = True
             head = self.head
+            if not end:  # more may follow: the declared length tells when the body is complete
+                self.body_left = declared_length(head)
+        if not end and self.body_left is not None:
+            data, end = self._within_length(data, self.body_left)
         self.bytes_sent += len(head) + len(data)
         return self.transport.send(data, end, head)
+
+    def _within_length(self, data: bytes, left: int) -> tuple[bytes, bool]:
+        """PEP 3333 "Handling the Content-Length Header": send no more than
+        the header allows, and end the request with the chunk that completes
+        the body, in the same write (not in one more write once the app's
+        iterable is exhausted: most frameworks return an iterable, not a list)."""
+        if len(data) < left:
+            self.body_left = left - len(data)
+            return data, False
+        self.body_left = 0
+        self.finished = True
+        if len(data) > left:
+            self._beyond_length(len(data) - left)
+            data = data[:left]
+        return data, True
+
+    def _beyond_length(self, extra: int) -> None:
+        if self.body_left == 0:
+            self.body_left = -1  # one warning a response
+            log.warning("%s response: the app sent more than the Content-Length it declared; %d bytes "
+                        "dropped, and any it sends later (PEP 3333)", self.status, extra)
 
 
 def run_app(app: WSGIApp, environ: dict, transport) -> Response:

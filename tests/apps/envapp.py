@@ -4,6 +4,9 @@ GET/POST any path     JSON: the environ's str entries, body length and sha256
 /raise                exception before start_response
 /raise-after          exception after the first body chunk
 /stream?n=N&size=S    N chunks of S bytes from a generator
+/overlong             declares Content-Length 5, then yields "12345EXTRA" and "more"
+/tail?s=S&file=F      "done" (Content-Length 4) from a generator that, after its last
+                      chunk, sleeps S seconds and writes "tail ran" to F
 /status/NNN           that status, empty body
 /cookies              three Set-Cookie headers
 /bad-header           a header value with a newline in it
@@ -91,6 +94,26 @@ def _json(start_response, data, status="200 OK"):
     return [body]
 
 
+def _overlong(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return iter([b"12345EXTRA", b"more"])
+
+
+def _tail(environ, start_response):
+    seconds, done = float(_query(environ, "s", "1")), _query(environ, "file", "")
+
+    def body():
+        yield b"done"
+        time.sleep(seconds)  # after the last chunk, outside any finally
+        with open(done, "w") as file:
+            file.write("tail ran")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return body()
+
+
+_LENGTH_VIEWS = {"/overlong": _overlong, "/tail": _tail}
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/raise":
@@ -107,6 +130,8 @@ def app(environ, start_response):
                                   ("Content-Length", str(n * size))])
         chunk = b"x" * size
         return (chunk for _ in range(n))
+    if path in _LENGTH_VIEWS:
+        return _LENGTH_VIEWS[path](environ, start_response)
     if path.startswith("/status/"):
         start_response(path[8:] + " Whatever", [])
         return []

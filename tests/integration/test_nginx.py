@@ -156,6 +156,30 @@ def test_app_exception_after_headers_cuts_the_response_and_serving_goes_on(start
     wait_for(lambda: server.log().count("boom after headers") >= 3, 10, what="the errors in the log")
 
 
+def test_the_declared_content_length_ends_the_response(start_site, tmp_path):
+    # PEP 3333: no more than Content-Length goes out, and the chunk that
+    # completes it ends the request, before the rest of the app's iterable
+    # runs (here a second of it).  The kept connection to nginx carries
+    # the next requests.
+    url, server = start_site("wsgi-fcgi-tcp.conf", "envapp:app")
+    session = requests.Session()
+    for _ in range(3):
+        r = session.get(url + "/overlong", timeout=10)
+        assert (r.status_code, r.text) == (200, "12345")
+        assert environ_of(session.get(url + "/next", timeout=10))["PATH_INFO"] == "/next"
+    tail = tmp_path / "tail"
+    started = time.monotonic()
+    r = session.get(url + "/tail", params={"s": "1.5", "file": str(tail)}, timeout=10)
+    assert r.text == "done" and time.monotonic() - started < 1.2
+    assert environ_of(session.get(url + "/next", timeout=10))["PATH_INFO"] == "/next"
+    assert not tail.exists()
+    wait_for(tail.exists, 10, what="the app's iterable run to its end")
+    assert tail.read_text() == "tail ran"
+    wait_for(lambda: "more than the Content-Length" in server.log(), 10, what="the warning")
+    assert server.log().count("more than the Content-Length") == 3
+    assert "Traceback" not in server.log()
+
+
 def test_invalid_header_value_is_refused_with_500(start_site):
     url, server = start_site("wsgi-fcgi-tcp.conf", "envapp:app")
     r = requests.get(url + "/bad-header", timeout=10)

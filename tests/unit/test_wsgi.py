@@ -17,6 +17,7 @@ from wsgi_fcgi.wsgi import (
     FileWrapper,
     InvalidResponse,
     base_environ,
+    declared_length,
     encode_head,
     run_app,
 )
@@ -301,6 +302,82 @@ def test_write_callable_sends_at_once_headers_first():
     run_app(app, dict(ENVIRON), transport)
     assert transport.output == b"Status: 200 OK\r\nX-A: 1\r\n\r\nwritten returned"
     assert transport.ended == 1
+
+
+def test_an_iterable_that_completes_its_content_length_ends_in_the_same_send():
+    # Flask and Django return an iterable, not a list: the chunk that
+    # completes the declared length goes out with the end, not before it.
+    after_the_last_chunk = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "9")])
+        yield b"four"
+        yield b"five!"
+        after_the_last_chunk.append(True)  # the iterable still runs to its end
+    transport, response = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Length: 9\r\n\r\nfour", False), (b"five!", True)]
+    assert after_the_last_chunk == [True]
+    assert response.bytes_sent == len(transport.output)
+
+
+def test_a_body_shorter_than_its_content_length_ends_after_the_iterable():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "100")])
+        return iter([b"short"])
+    transport, _ = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Length: 100\r\n\r\nshort", False), (b"", True)]
+
+
+def test_output_past_the_content_length_is_dropped_with_one_warning(caplog):
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"12345678"
+            yield b"more"
+            yield b"and more"
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("content-length", " 5 ")])
+        return Body()
+    with caplog.at_level(logging.WARNING, logger="wsgi_fcgi"):
+        transport, response = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\ncontent-length:  5 \r\n\r\n12345", True)]
+    assert closed == [True]
+    warnings = [r.getMessage() for r in caplog.records if "Content-Length" in r.getMessage()]
+    assert warnings == ["200 OK response: the app sent more than the Content-Length it declared; "
+                        "3 bytes dropped, and any it sends later (PEP 3333)"]
+    assert response.bytes_sent == len(transport.output)
+
+
+def test_write_past_the_content_length_is_dropped_not_an_error():
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "3")])
+        write(b"abc")
+        write(b"def")  # dropped; the app is not told the client left
+        return []
+    transport, response = run(app)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Length: 3\r\n\r\nabc", True)]
+    assert response.status == "200 OK"
+
+
+@pytest.mark.parametrize("head, length", [
+    (b"Status: 200 OK\r\nContent-Length: 12\r\n\r\n", 12),
+    (b"Status: 200 OK\r\nX-A: 1\r\nCONTENT-LENGTH:0\r\n\r\n", 0),
+    (b"Status: 200 OK\r\nContent-Length: \t7 \r\n\r\n", 7),
+    (b"Status: 200 OK\r\n\r\n", None),
+    (b"Status: 200 OK\r\nX-Content-Length: 5\r\n\r\n", None),
+    (b"Status: 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", None),
+    (b"Status: 200 OK\r\nContent-Length: +5\r\n\r\n", None),
+    (b"Status: 200 OK\r\nContent-Length: 5, 5\r\n\r\n", None),
+    (b"Status: 200 OK\r\nContent-Length: \r\n\r\n", None),
+    (b"Status: 200 OK\r\nContent-Length: " + b"9" * 19 + b"\r\n\r\n", None),
+])
+def test_declared_length(head, length):
+    assert declared_length(head) == length
 
 
 class ClosingBody:
