@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import os
-import sys
+import string
 import time
 
 from .listeners import ConfigError
@@ -84,18 +83,9 @@ class Entry:
         value = self.params.get(name)
         return "-" if value is None else escape(value)
 
-    def atoms(self) -> dict:
-        """The {atom} values: strings escaped, numbers as numbers."""
-        env = self.environ
-        return dict(
-            remote_addr=self.param("REMOTE_ADDR"), time=time.strftime("%d/%b/%Y:%H:%M:%S %z",
-                                                                      time.localtime(self.now)),
-            iso_time=rfc3339(self.now), method=self.param("REQUEST_METHOD"), uri=self.param("REQUEST_URI"),
-            path=escape(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")), query=self.param("QUERY_STRING"),
-            protocol=self.param("SERVER_PROTOCOL"), status=self.status, bytes=self.bytes,
-            duration=self.duration, duration_ms=self.duration * 1000.0, pid=self.pid, request_id=self.request_id,
-            host=self.param("HTTP_HOST"), referer=self.param("HTTP_REFERER"),
-            user_agent=self.param("HTTP_USER_AGENT"))
+    def atoms(self, names=None) -> dict:
+        """The {atom} values (`names`, or all): strings escaped, numbers as numbers."""
+        return {name: _ATOMS[name](self) for name in (names if names is not None else _ATOMS)}
 
     def json(self) -> str:
         def text(name: str):
@@ -115,13 +105,52 @@ class Entry:
         })
 
 
+_last_second = [(-1, "")]  # (second, its common log time): one tuple, swapped whole by any thread
+
+
+def _common_log_time(now: float) -> str:
+    """21/Nov/2026:23:01:02 +0000, formatted once a second."""
+    second = int(now)
+    cached = _last_second[0]
+    if cached[0] != second:
+        cached = (second, time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second)))
+        _last_second[0] = cached
+    return cached[1]
+
+
+def _path(entry: Entry) -> str:
+    env = entry.environ
+    return escape(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""))
+
+
+#: How each {atom} is computed: only those a format names are, per line.
+_ATOMS = {
+    "remote_addr": lambda e: e.param("REMOTE_ADDR"),
+    "time": lambda e: _common_log_time(e.now),
+    "iso_time": lambda e: rfc3339(e.now),
+    "method": lambda e: e.param("REQUEST_METHOD"),
+    "uri": lambda e: e.param("REQUEST_URI"),
+    "path": _path,
+    "query": lambda e: e.param("QUERY_STRING"),
+    "protocol": lambda e: e.param("SERVER_PROTOCOL"),
+    "status": lambda e: e.status,
+    "bytes": lambda e: e.bytes,
+    "duration": lambda e: e.duration,
+    "duration_ms": lambda e: e.duration * 1000.0,
+    "pid": lambda e: e.pid,
+    "request_id": lambda e: e.request_id,
+    "host": lambda e: e.param("HTTP_HOST"),
+    "referer": lambda e: e.param("HTTP_REFERER"),
+    "user_agent": lambda e: e.param("HTTP_USER_AGENT"),
+}
+
+
 class GunicornAtoms(dict):
     """`format % atoms` for gunicorn's %(h)s-style formats; unknown atoms raise KeyError."""
 
     def __init__(self, entry: Entry) -> None:
         super().__init__()
         self.entry = entry
-        self.values = entry.atoms()
 
     def __missing__(self, key: str) -> str:
         entry = self.entry
@@ -140,14 +169,14 @@ class GunicornAtoms(dict):
         name = GUNICORN_ATOMS[key]
         if name is None:
             return "-"
-        values = self.values
-        if name in values:
-            return values[name]
+        if name in _ATOMS:
+            return _ATOMS[name](entry)
         duration = entry.duration
         return {
             "remote_user": lambda: entry.param("REMOTE_USER"),
-            "bracketed_time": lambda: "[%s]" % values["time"],
-            "request_line": lambda: "%s %s %s" % (values["method"], values["uri"], values["protocol"]),
+            "bracketed_time": lambda: "[%s]" % _common_log_time(entry.now),
+            "request_line": lambda: "%s %s %s" % (entry.param("REQUEST_METHOD"), entry.param("REQUEST_URI"),
+                                                  entry.param("SERVER_PROTOCOL")),
             "uri_path": lambda: escape(entry.params.get("REQUEST_URI", "-").partition("?")[0]),
             "seconds": lambda: int(duration),
             "milliseconds": lambda: int(duration * 1000),
@@ -161,12 +190,21 @@ def is_gunicorn_format(fmt: str) -> bool:
     return "%(" in fmt
 
 
-def render(fmt: str, entry: Entry) -> str:
+def render(fmt: str, entry: Entry, names=None) -> str:
+    """One line; `names`: the {atoms} `fmt` uses (format_atoms), else all are computed."""
     if fmt == JSON_FORMAT:
         return entry.json()
     if is_gunicorn_format(fmt):
         return fmt % GunicornAtoms(entry)
-    return fmt.format_map(entry.atoms())
+    return fmt.format_map(entry.atoms(names))
+
+
+def format_atoms(fmt: str) -> list | None:
+    """The {atoms} a Python format names (None for the other formats: they compute their own)."""
+    if fmt == JSON_FORMAT or is_gunicorn_format(fmt):
+        return None
+    names = {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(fmt) if field}
+    return [name for name in _ATOMS if name in names]
 
 
 class _SampleRequest:
@@ -190,30 +228,120 @@ def check_format(fmt: str) -> None:
         raise ConfigError("--access-log-format: %s" % exc) from None
 
 
+class AccessLogFile(logging.Handler):
+    """The --access-log file (`-`: the process's standard error, as it was
+    when the log was configured).  Each line is one write(2) to a file
+    opened O_APPEND, so the lines of the workers and threads never mix;
+    a file that logrotate moved away is reopened (looked at once a second,
+    where logging's WatchedFileHandler looks at every line), and SIGUSR1
+    reopens it at once.  A write that fails (a full disk) drops the line
+    with a warning a minute, and never fails the request."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file open
+        self._look_at = 0.0  # when to look whether the path still names it
+        self._warned_at = -60.0
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Raises OSError when the file cannot be opened (at start-up).  The
+        new file takes the old one's descriptor (dup2): a thread writing at
+        that moment writes to one or the other, never to a descriptor closed
+        under it and reused."""
+        if self.path == "-":
+            if self._fd < 0:
+                self._fd = os.dup(2)
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        st = os.fstat(fd)
+        self._identity = (st.st_dev, st.st_ino)
+        if self._fd < 0:
+            self._fd = fd
+        else:
+            os.dup2(fd, self._fd, inheritable=False)
+            os.close(fd)
+
+    def write_line(self, line: str) -> None:
+        if self._identity is not None and time.monotonic() >= self._look_at:
+            self._reopen_if_moved()
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError as exc:
+            self._write_failed(exc)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_line(self.format(record))
+
+    def _reopen_if_moved(self) -> None:
+        self._look_at = time.monotonic() + 1.0
+        try:
+            st = os.stat(self.path)
+            moved = (st.st_dev, st.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        except OSError:
+            return
+        if moved:
+            try:
+                self.reopen()
+            except OSError as exc:
+                self._write_failed(exc)
+
+    def _write_failed(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            logging.getLogger("wsgi_fcgi").warning("access log %s: %s; its lines are dropped meanwhile",
+                                                   self.path, exc.strerror or exc)
+
+
+_configured: list[AccessLogFile] = []  # the handler configure() installed
+
+
 def configure(path: str) -> None:
-    handler = (logging.StreamHandler(sys.stderr) if path == "-"
-               else logging.handlers.WatchedFileHandler(path))
+    handler = AccessLogFile(path)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_log.handlers[:] = [handler]
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
+    _configured[:] = [handler]
 
 
 class AccessLogger:
-    """`on_request_end` hook writing one line per request."""
+    """`on_request_end` hook writing one line per request.  While the
+    access log is the one configure() set up (--log-config may give
+    `wsgi_fcgi.access` other handlers), the line goes straight to its file,
+    without a LogRecord: logging's machinery cost more than the rest of a
+    small request."""
 
     def __init__(self, fmt: str) -> None:
         self.format = fmt
+        self.names = format_atoms(fmt)
 
     def __call__(self, request) -> None:
-        access_log.info("%s", render(self.format, Entry(request)))
+        line = render(self.format, Entry(request), self.names)
+        handlers = access_log.handlers
+        if handlers == _configured and not access_log.filters and access_log.isEnabledFor(logging.INFO):
+            handlers[0].write_line(line)
+        else:
+            access_log.info("%s", line)
 
 
 def reopen_log_files() -> None:
     """SIGUSR1: close every log file so the next line opens it again (after logrotate)."""
     for logger in (logging.getLogger(), access_log):
         for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, AccessLogFile):
+                try:
+                    handler.reopen()
+                except OSError as exc:
+                    handler._write_failed(exc)
+            elif isinstance(handler, logging.FileHandler):
                 handler.acquire()
                 try:
                     if handler.stream is not None:
