@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import threading
 
 #: glibc's mallopt() parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -57,10 +58,42 @@ def keep_malloc_arenas() -> None:
     mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
 
 
-def resident_memory() -> int:
-    """This process's resident set size in bytes (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        return 0
+class _ResidentMemory:
+    """This process's resident set size in bytes (Linux /proc; 0 elsewhere).
+
+    With --max-worker-memory it is read after every request: /proc/self/statm
+    stays open, one descriptor per process, and each reading is one pread
+    (opening and closing the file cost 12-14 us of a 60-80 us request).  A
+    forked child opens its own: the parent's descriptor names the parent."""
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def __call__(self) -> int:
+        fd = self._fd
+        if fd < 0:
+            fd = self._open()
+        try:
+            return int(os.pread(fd, 128, 0).split()[1]) * _PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def _open(self) -> int:
+        with self._lock:
+            if self._fd < 0:
+                try:
+                    self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return -1
+            return self._fd
+
+    def _forget(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+resident_memory = _ResidentMemory()
