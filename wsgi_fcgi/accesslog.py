@@ -68,7 +68,7 @@ def escape(value: str) -> str:
 class Entry:
     """The values of one finished request."""
 
-    def __init__(self, request) -> None:
+    def __init__(self, request, pid: int | None = None) -> None:
         self.params = dict(request.params)
         self.environ = request.environ or {}
         self.request_id = request.request_id
@@ -76,7 +76,7 @@ class Entry:
         self.status = (request.status or "-").split(" ", 1)[0]
         self.duration = time.monotonic() - request.started
         self.now = time.time()
-        self.pid = os.getpid()
+        self.pid = os.getpid() if pid is None else pid
 
     def param(self, name: str) -> str:
         """Escaped, "-" when absent."""
@@ -322,9 +322,10 @@ class AccessLogger:
     def __init__(self, fmt: str) -> None:
         self.format = fmt
         self.names = format_atoms(fmt)
+        self.pid = os.getpid()  # made in the worker, after its fork: getpid() is a system call a line
 
     def __call__(self, request) -> None:
-        line = render(self.format, Entry(request), self.names)
+        line = render(self.format, Entry(request, self.pid), self.names)
         handlers = access_log.handlers
         if handlers == _configured and not access_log.filters and access_log.isEnabledFor(logging.INFO):
             handlers[0].write_line(line)

@@ -37,11 +37,11 @@ def configured(tmp_path):
 
 def test_a_line_per_request_with_only_the_atoms_of_the_format(configured):
     path, _ = configured
-    log = accesslog.AccessLogger("{remote_addr} {method} {uri} {status} {bytes}")
-    assert log.names == ["remote_addr", "method", "uri", "status", "bytes"]
+    log = accesslog.AccessLogger("{remote_addr} {method} {uri} {status} {bytes} {pid}")
+    assert log.names == ["remote_addr", "method", "uri", "status", "bytes", "pid"]
     log(Request())
     log(Request())
-    assert path.read_text() == "10.0.0.1 GET /a?b=1 200 77\n" * 2
+    assert path.read_text() == ("10.0.0.1 GET /a?b=1 200 77 %d\n" % os.getpid()) * 2
 
 
 def test_a_moved_file_is_reopened_within_a_second(configured):
