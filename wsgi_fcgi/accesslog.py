@@ -277,6 +277,13 @@ class AccessLogFile(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.write_line(self.format(record))
 
+    def reopen_or_warn(self) -> None:
+        """reopen(), once serving: a file that cannot be opened is a warning."""
+        try:
+            self.reopen()
+        except OSError as exc:
+            self._write_failed(exc)
+
     def _reopen_if_moved(self) -> None:
         self._look_at = time.monotonic() + 1.0
         try:
@@ -287,10 +294,7 @@ class AccessLogFile(logging.Handler):
         except OSError:
             return
         if moved:
-            try:
-                self.reopen()
-            except OSError as exc:
-                self._write_failed(exc)
+            self.reopen_or_warn()
 
     def _write_failed(self, exc: OSError) -> None:
         now = time.monotonic()
@@ -300,21 +304,17 @@ class AccessLogFile(logging.Handler):
                                                    self.path, exc.strerror or exc)
 
 
-_configured: list[AccessLogFile] = []  # the handler configure() installed
-
-
 def configure(path: str) -> None:
     handler = AccessLogFile(path)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_log.handlers[:] = [handler]
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
-    _configured[:] = [handler]
 
 
 class AccessLogger:
     """`on_request_end` hook writing one line per request.  While the
-    access log is the one configure() set up (--log-config may give
+    access log's only handler is configure()'s (--log-config may give
     `wsgi_fcgi.access` other handlers), the line goes straight to its file,
     without a LogRecord: logging's machinery cost more than the rest of a
     small request."""
@@ -327,7 +327,8 @@ class AccessLogger:
     def __call__(self, request) -> None:
         line = render(self.format, Entry(request, self.pid), self.names)
         handlers = access_log.handlers
-        if handlers == _configured and not access_log.filters and access_log.isEnabledFor(logging.INFO):
+        if (len(handlers) == 1 and type(handlers[0]) is AccessLogFile and not access_log.filters
+                and access_log.isEnabledFor(logging.INFO)):
             handlers[0].write_line(line)
         else:
             access_log.info("%s", line)
@@ -338,10 +339,7 @@ def reopen_log_files() -> None:
     for logger in (logging.getLogger(), access_log):
         for handler in logger.handlers:
             if isinstance(handler, AccessLogFile):
-                try:
-                    handler.reopen()
-                except OSError as exc:
-                    handler._write_failed(exc)
+                handler.reopen_or_warn()
             elif isinstance(handler, logging.FileHandler):
                 handler.acquire()
                 try:

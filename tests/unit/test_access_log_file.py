@@ -32,7 +32,6 @@ def configured(tmp_path):
     yield path, handler
     os.close(handler._fd)  # close() leaves it open: a late request's line must not meet a reused descriptor
     logger.handlers[:], logger.level, logger.propagate = saved
-    accesslog._configured.clear()
 
 
 def test_a_line_per_request_with_only_the_atoms_of_the_format(configured):
