@@ -79,6 +79,13 @@ def _check_big(status, headers, body, app, opts):
     return None
 
 
+def _check_download(status, headers, body, app, opts):
+    want = 4 * 1024 * 1024
+    if status != 200 or len(body) != want or body.strip(b"d"):
+        return "expected 200 and %d bytes of 'd', got %s and %d bytes" % (want, status, len(body))
+    return None
+
+
 def _check_flask(status, headers, body, app, opts):
     if status != 200 or b"<h1>Hello, bench!</h1>" not in body or body.count(b"<tr") != 21:
         return "expected the rendered page, got %s %r" % (status, body[:120])
@@ -99,6 +106,7 @@ APPS = {
     "wait": dict(module="wait", path="/", method="GET", body=None, conns=32, check=_check_hello),
     "echo": dict(module="echo", path="/", method="POST", body=ECHO_BODY, conns=32, check=_check_echo),
     "big": dict(module="big", path="/?mib={big_mib}", method="GET", body=None, conns=4, check=_check_big),
+    "download": dict(module="download", path="/", method="GET", body=None, conns=8, check=_check_download),
     "flask": dict(module="flaskapp", path="/page?name=bench", method="GET", body=None, conns=32,
                   check=_check_flask),
     "flask-json": dict(module="flaskapp", path="/api/items?n=20", method="GET", body=None, conns=32,

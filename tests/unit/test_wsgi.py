@@ -4,14 +4,18 @@ PATH_INFO, response heads, start_response rules, and run_app's error handling.
 `run_app` writes to a transport (see wsgi.py's docstring); `Recorder` is such a
 transport that keeps what it was given."""
 
+import io
 import logging
+import os
 import sys
+import tempfile
 
 import pytest
 
 from wsgi_fcgi import protocol as p
 from wsgi_fcgi.environ import build_environ, params_to_environ, split_script_name, url_scheme
 from wsgi_fcgi.wsgi import (
+    FILE_BLOCK,
     INTERNAL_ERROR,
     ErrorStream,
     FileWrapper,
@@ -567,14 +571,41 @@ def test_error_stream_sends_stderr_and_logs_whole_lines(caplog):
         errors.write(b"bytes")
 
 
-def test_file_wrapper_reads_in_blocks_and_closes(tmp_path):
-    path = tmp_path / "f"
-    path.write_bytes(b"x" * 10000)
-    f = open(path, "rb")
+def test_file_wrapper_reads_a_pipe_in_the_suggested_blocks_and_closes():
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as sink:
+        sink.write(b"x" * 10000)
+    f = os.fdopen(read_end, "rb")
     wrapper = FileWrapper(f, 4096)
     assert [len(chunk) for chunk in wrapper] == [4096, 4096, 1808]
     wrapper.close()
     assert f.closed
+
+
+def test_file_wrapper_reads_a_regular_file_in_large_blocks(tmp_path):
+    """PEP 3333 lets the server ignore the suggested block size: a regular
+    file goes out in blocks of four full FCGI_STDOUT records (and 4 bytes)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (FILE_BLOCK + 10))
+    with open(path, "rb") as f:
+        assert [len(chunk) for chunk in FileWrapper(f, 4096)] == [FILE_BLOCK, 10]
+    assert FILE_BLOCK // p.MAX_CONTENT_LEN == 4
+    with open(path, "rb", buffering=0) as raw:
+        assert FileWrapper(raw, 4096).blksize == FILE_BLOCK
+    with open(path, "rb") as f:
+        assert FileWrapper(f, 2 * FILE_BLOCK).blksize == 2 * FILE_BLOCK  # a larger suggestion stands
+    assert FileWrapper(io.BytesIO(b"data"), 4096).blksize == FILE_BLOCK
+
+
+def test_file_wrapper_keeps_the_suggestion_where_a_read_could_wait(tmp_path):
+    closed = open(tmp_path / "closed", "wb+")
+    closed.close()
+    spooled = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+    spooled.write(b"in memory")
+    spooled.seek(0)
+    for filelike in (closed, spooled, open("/dev/null", "rb")):
+        assert FileWrapper(filelike, 4096).blksize == 4096, filelike
+    assert not spooled._rolled  # its fileno() was not asked: that would move it to disk
 
 
 def test_file_wrapper_through_run_app(tmp_path):
