@@ -6,14 +6,19 @@ The file is $DOWNLOAD_FILE.
 /django    Django's FileResponse (4 KiB suggested)
 /pipe      the file copied through a pipe by a thread (not a regular file: its
            blocks are the suggested 4 KiB)
+/accel/<name>
+           X-Accel-Redirect: /protected/<name> for a name in $DOWNLOAD_FILE's
+           directory (nginx sends the file; docs/frontends/nginx.md), 404 for
+           any other name
 """
 
 import os
 import threading
+from urllib.parse import quote
 
 import django
 from django.conf import settings
-from flask import Flask, send_file
+from flask import Flask, abort, send_file
 
 PATH = os.environ["DOWNLOAD_FILE"]
 
@@ -23,6 +28,16 @@ flask_app = Flask(__name__)
 @flask_app.get("/flask")
 def flask_download():
     return send_file(PATH, mimetype="application/octet-stream", conditional=True)
+
+
+@flask_app.get("/accel/<name>")
+def accel_download(name):
+    # Only names the app checked go to nginx: here, files of one directory.
+    if name not in os.listdir(os.path.dirname(PATH)):
+        abort(404)
+    return "", 200, {"X-Accel-Redirect": "/protected/" + quote(name),
+                     "Content-Type": "application/octet-stream",
+                     "Content-Disposition": "attachment; filename=%s" % quote(name)}
 
 
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="test",

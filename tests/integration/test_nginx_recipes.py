@@ -1,10 +1,11 @@
 """nginx recipes beyond the basic configs, each loaded from nginx/: the stock
 fastcgi_params, fastcgi.conf (SCRIPT_FILENAME), fastcgi_split_path_info
 (with a rewrite), and the classic tutorial layout (`location ~ \\.cgi$`,
-fastcgi_index); and the buffers docs/frontends/nginx.md recommends for
-large responses."""
+fastcgi_index); and, from docs/frontends/nginx.md, the buffers it
+recommends for large responses and its X-Accel-Redirect location."""
 
 import hashlib
+import os
 import shutil
 
 import pytest
@@ -147,3 +148,50 @@ def test_the_documented_buffers_for_large_responses(envapp, tmp_path):
                 assert received == chunks * size and digest.hexdigest() == want
     finally:
         nginx.stop()
+
+
+def documented_block(section: str, language: str = "nginx") -> str:
+    """The first ```LANGUAGE block of a section of docs/frontends/nginx.md."""
+    text = (ROOT / "docs" / "frontends" / "nginx.md").read_text().split("## " + section, 1)[1]
+    return text.split("```" + language, 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def accel_site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe-accel")
+    files = tmp / "files"
+    files.mkdir()
+    (files / "report.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    (files / "other.bin").write_bytes(b"not this one")
+    backend = WsgiFcgi("downloadapp:app", tmp, env={"DOWNLOAD_FILE": str(files / "report.bin")})
+    location = documented_block("Downloads the app decides on: X-Accel-Redirect")
+    assert "internal;" in location and "alias /srv/app/files/;" in location
+    location = location.replace("alias /srv/app/files/;", "alias %s/;" % files)
+    nginx = Nginx(tmp, fastcgi_location(backend.address) + location)
+    nginx.files = files
+    yield nginx
+    nginx.stop()
+    backend.stop()
+
+
+def test_x_accel_redirect_has_nginx_send_the_file(accel_site):
+    data = (accel_site.files / "report.bin").read_bytes()
+    with requests.Session() as session:
+        for _ in range(2):  # the kept upstream connection serves the next one too
+            r = session.get(accel_site.url + "/accel/report.bin", timeout=30)
+            assert r.status_code == 200 and r.content == data
+            assert r.headers["Content-Length"] == str(len(data))
+            assert r.headers["Content-Disposition"] == "attachment; filename=report.bin"
+            assert r.headers["Content-Type"] == "application/octet-stream"  # the app's, kept by nginx
+        partial = session.get(accel_site.url + "/accel/report.bin", headers={"Range": "bytes=100-199"}, timeout=30)
+        assert partial.status_code == 206 and partial.content == data[100:200]
+        cached = session.get(accel_site.url + "/accel/report.bin", timeout=30,
+                             headers={"If-Modified-Since": r.headers["Last-Modified"]})
+        assert cached.status_code == 304 and cached.content == b""
+
+
+def test_the_protected_location_is_internal(accel_site):
+    assert requests.get(accel_site.url + "/protected/report.bin", timeout=10).status_code == 404
+    # a name the app does not vouch for never reaches the header
+    assert requests.get(accel_site.url + "/accel/nothing.bin", timeout=10).status_code == 404
+    assert requests.get(accel_site.url + "/accel/..%2Ffiles%2Fother.bin", timeout=10).status_code == 404
