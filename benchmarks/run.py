@@ -76,6 +76,8 @@ SCENARIOS = {
             [("wsgi_fcgi", "c-libfcgi", 1.0)]),
     "download": ("download", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,gunicorn-sync-http", [],
                  [("wsgi_fcgi", "uwsgi-fastcgi", 1.3), ("wsgi_fcgi", "gunicorn-sync-http", 1.0)]),
+    "stream": ("stream", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi,gunicorn-gthread-http", [],
+               [("wsgi_fcgi", "uwsgi-fastcgi", 1.0), ("wsgi_fcgi", "gunicorn-gthread-http", 1.0)]),
     # issue 14: "the same targets hold with --workers 2 against uWSGI with 2 processes"
     "hello-2w": ("hello", "wsgi_fcgi,wsgi_fcgi-compiled,uwsgi-fastcgi", TWO_WORKERS,
                  [("wsgi_fcgi", "uwsgi-fastcgi", 1.5)]),

@@ -21,6 +21,9 @@ it without delay.
 from __future__ import annotations
 
 import collections
+import ctypes
+import errno
+import os
 import select
 import socket
 import threading
@@ -31,8 +34,46 @@ Buffer = bytes | memoryview
 #: what may be written: bytes, or a list of buffers sent with one sendmsg()
 Data = Buffer | list[Buffer]
 
+#: a send that took nothing now, and may take more later
+_TRY_LATER = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR))
+
 #: sendmsg() takes at most this many buffers (Linux UIO_MAXIOV is 1024).
 _IOV_MAX = 1000
+
+
+def _send_function_keeping_the_gil() -> Callable[[int, bytes], int] | None:
+    """send(2) called without releasing the GIL, or None where libc's send
+    cannot be had.
+
+    socket.send() releases the GIL around the system call, and a thread
+    that releases it while others wait hands it over: it must win it back
+    after the call (the convoy effect, bpo-7946).  Eight threads streaming
+    small chunks paid a context switch a chunk for it, 40% of the worker's
+    CPU.  A send on a non-blocking socket never waits, so keeping the GIL
+    for its few microseconds is cheaper than the handover.  Only for small
+    bytes (a small response, a streamed chunk: _KEEP_THE_GIL_UP_TO); larger
+    writes copy long enough to be worth releasing it."""
+    try:
+        send = ctypes.PyDLL(None, use_errno=True).send  # PyDLL: the GIL is kept during the call
+    except (OSError, AttributeError):
+        return None
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    flags = getattr(socket, "MSG_NOSIGNAL", 0)  # an EPIPE, not a SIGPIPE, when the peer is gone
+
+    def send_keeping_the_gil(fd: int, data: bytes) -> int:
+        sent: int = send(fd, data, len(data), flags)
+        if sent < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        return sent
+
+    return send_keeping_the_gil
+
+
+_send_keeping_the_gil = _send_function_keeping_the_gil()
+#: the largest write sent keeping the GIL (a small response is framed as bytes below 32 KiB)
+_KEEP_THE_GIL_UP_TO = 64 * 1024
 
 
 def _nothing() -> None:
@@ -52,6 +93,8 @@ class Output:
         self.fin_after_flush = False  # shut the write side down once the queue is empty
         self.fin_sent = False
         self._waiters = 0  # threads in wait_locked
+        # bytes go out keeping the GIL only on a non-blocking socket: there the send cannot wait
+        self._fd = sock.fileno() if _send_keeping_the_gil is not None and sock.gettimeout() == 0.0 else -1
 
     # -- under the lock (callers hold `lock`) -------------------------------------------
 
@@ -87,10 +130,14 @@ class Output:
     def _send(self, data: bytes | list[Buffer]) -> int | None:
         """What the kernel takes of `data` now; None if the socket failed."""
         try:
-            return self.sock.send(data) if isinstance(data, bytes) else self.sock.sendmsg(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
+            if not isinstance(data, bytes):
+                return self.sock.sendmsg(data)
+            if self._fd >= 0 and len(data) <= _KEEP_THE_GIL_UP_TO:
+                return _send_keeping_the_gil(self._fd, data)  # type: ignore[misc]
+            return self.sock.send(data)
         except OSError as exc:
+            if exc.errno in _TRY_LATER:
+                return 0
             self.fail_locked("write failed: %s" % (exc.strerror or exc))
             return None
 

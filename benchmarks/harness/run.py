@@ -86,6 +86,13 @@ def _check_download(status, headers, body, app, opts):
     return None
 
 
+def _check_stream(status, headers, body, app, opts):
+    lines = body.splitlines()
+    if status != 200 or len(lines) != 2000 or lines[-1] != b"line 2000 of 2000, a streamed row":
+        return "expected 200 and 2000 lines, got %s and %d lines" % (status, len(lines))
+    return None
+
+
 def _check_flask(status, headers, body, app, opts):
     if status != 200 or b"<h1>Hello, bench!</h1>" not in body or body.count(b"<tr") != 21:
         return "expected the rendered page, got %s %r" % (status, body[:120])
@@ -107,6 +114,7 @@ APPS = {
     "echo": dict(module="echo", path="/", method="POST", body=ECHO_BODY, conns=32, check=_check_echo),
     "big": dict(module="big", path="/?mib={big_mib}", method="GET", body=None, conns=4, check=_check_big),
     "download": dict(module="download", path="/", method="GET", body=None, conns=8, check=_check_download),
+    "stream": dict(module="stream", path="/", method="GET", body=None, conns=8, check=_check_stream),
     "flask": dict(module="flaskapp", path="/page?name=bench", method="GET", body=None, conns=32,
                   check=_check_flask),
     "flask-json": dict(module="flaskapp", path="/api/items?n=20", method="GET", body=None, conns=32,

@@ -68,6 +68,51 @@ def test_what_the_kernel_does_not_take_is_queued_and_flushed_in_order():
     assert out.pending == 0 and out.stalled_for(time.monotonic()) == 0
 
 
+def test_small_bytes_go_out_keeping_the_gil_and_a_full_socket_queues_them(monkeypatch):
+    from wsgi_fcgi import output
+    assert output._send_keeping_the_gil is not None  # Linux and glibc: CI runs it
+    calls = []
+
+    def spy(fd, data):
+        calls.append(len(data))
+        return real(fd, data)
+    real = output._send_keeping_the_gil
+    monkeypatch.setattr(output, "_send_keeping_the_gil", spy)
+    ours, peer = tiny_pair()
+    out = Output(ours, 1 << 20, lambda: None)
+    chunk = b"x" * 1000
+    with out.lock:
+        while not out.pending:  # until the socket is full: EAGAIN queues, it does not fail
+            assert out.write_locked(chunk)
+        assert out.failed is None
+        assert out.write_locked(b"y" * (output._KEEP_THE_GIL_UP_TO + 1))  # queued behind, sent by sendmsg later
+    assert calls and set(calls) == {1000}
+    received = bytearray()
+    peer.settimeout(5)
+    while out.pending:
+        received += peer.recv(1 << 16)
+        out.flush()
+    assert max(calls) <= output._KEEP_THE_GIL_UP_TO
+    peer.close()  # a peer gone: EPIPE fails the output (no SIGPIPE kills the process)
+    with out.lock:
+        for _ in range(3):
+            out.write_locked(chunk)
+    assert out.failed and "write failed" in out.failed
+
+
+def test_a_socket_that_could_block_is_never_written_keeping_the_gil():
+    """A send keeping the GIL on a blocking socket would freeze every thread
+    while a peer does not read."""
+    blocking, peer = socket.socketpair()
+    assert Output(blocking, 1 << 20, lambda: None)._fd == -1
+    blocking.settimeout(5)
+    assert Output(blocking, 1 << 20, lambda: None)._fd == -1
+    blocking.setblocking(False)
+    assert Output(blocking, 1 << 20, lambda: None)._fd == blocking.fileno()
+    blocking.close()
+    peer.close()
+
+
 def test_a_writer_past_the_limit_waits_until_the_socket_took_half():
     ours, peer = tiny_pair()
     out = Output(ours, 64 * 1024, lambda: None)
