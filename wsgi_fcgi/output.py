@@ -94,7 +94,7 @@ class Output:
         self.fin_sent = False
         self._waiters = 0  # threads in wait_locked
         # bytes go out keeping the GIL only on a non-blocking socket: there the send cannot wait
-        self._fd = sock.fileno() if _send_keeping_the_gil is not None and sock.gettimeout() == 0.0 else -1
+        self._keep_the_gil = _send_keeping_the_gil is not None and sock.gettimeout() == 0.0
 
     # -- under the lock (callers hold `lock`) -------------------------------------------
 
@@ -132,8 +132,10 @@ class Output:
         try:
             if not isinstance(data, bytes):
                 return self.sock.sendmsg(data)
-            if self._fd >= 0 and len(data) <= _KEEP_THE_GIL_UP_TO:
-                return _send_keeping_the_gil(self._fd, data)  # type: ignore[misc]
+            if self._keep_the_gil and len(data) <= _KEEP_THE_GIL_UP_TO:
+                # fileno() at each send, never kept: a closed socket's is -1 (EBADF), where a
+                # kept number could by then be another connection's
+                return _send_keeping_the_gil(self.sock.fileno(), data)  # type: ignore[misc]
             return self.sock.send(data)
         except OSError as exc:
             if exc.errno in _TRY_LATER:

@@ -104,13 +104,35 @@ def test_a_socket_that_could_block_is_never_written_keeping_the_gil():
     """A send keeping the GIL on a blocking socket would freeze every thread
     while a peer does not read."""
     blocking, peer = socket.socketpair()
-    assert Output(blocking, 1 << 20, lambda: None)._fd == -1
+    assert not Output(blocking, 1 << 20, lambda: None)._keep_the_gil
     blocking.settimeout(5)
-    assert Output(blocking, 1 << 20, lambda: None)._fd == -1
+    assert not Output(blocking, 1 << 20, lambda: None)._keep_the_gil
     blocking.setblocking(False)
-    assert Output(blocking, 1 << 20, lambda: None)._fd == blocking.fileno()
+    assert Output(blocking, 1 << 20, lambda: None)._keep_the_gil
     blocking.close()
     peer.close()
+
+
+def test_a_closed_socket_is_never_written_through_a_reused_descriptor():
+    """The descriptor is asked for at each send: after close() it is -1,
+    while its old number is already another connection's."""
+    ours, peer = tiny_pair()
+    out = Output(ours, 1 << 20, lambda: None)
+    number = ours.fileno()
+    ours.close()
+    other, other_peer = socket.socketpair()  # the lowest free numbers: `number` among them
+    try:
+        assert number in (other.fileno(), other_peer.fileno())
+        with out.lock:
+            assert not out.write_locked(b"not for the other connection")
+        assert out.failed and "write failed" in out.failed
+        for sock in (other, other_peer):
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(100)  # nothing arrived on the connection that got the number
+    finally:
+        for sock in (other, other_peer, peer):
+            sock.close()
 
 
 def test_a_writer_past_the_limit_waits_until_the_socket_took_half():
