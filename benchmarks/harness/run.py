@@ -72,18 +72,19 @@ def _check_echo(status, headers, body, app, opts):
     return None
 
 
-def _check_big(status, headers, body, app, opts):
-    want = opts.big_mib * 1024 * 1024
-    if status != 200 or len(body) != want or body.strip(b"x"):
-        return "expected 200 and %d bytes of 'x', got %s and %d bytes" % (want, status, len(body))
+def _expect_filled(status, body, want, fill):
+    """None when the answer is 200 and `want` bytes, every one `fill`."""
+    if status != 200 or len(body) != want or body.strip(fill):
+        return "expected 200 and %d bytes of %r, got %s and %d bytes" % (want, fill.decode(), status, len(body))
     return None
+
+
+def _check_big(status, headers, body, app, opts):
+    return _expect_filled(status, body, opts.big_mib * 1024 * 1024, b"x")
 
 
 def _check_download(status, headers, body, app, opts):
-    want = 4 * 1024 * 1024
-    if status != 200 or len(body) != want or body.strip(b"d"):
-        return "expected 200 and %d bytes of 'd', got %s and %d bytes" % (want, status, len(body))
-    return None
+    return _expect_filled(status, body, 4 * 1024 * 1024, b"d")  # apps/download.py's SIZE
 
 
 def _check_stream(status, headers, body, app, opts):
