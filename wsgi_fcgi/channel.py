@@ -49,7 +49,7 @@ from .connection import (
     ServerConnection,
     StdinReceived,
 )
-from .output import Output
+from .output import QUEUE_COST, Output
 
 if TYPE_CHECKING:
     from .request import Request
@@ -69,6 +69,9 @@ _TRANSITIONS = {
 #: Response chunks at least this large are framed around the app's buffer
 #: (scatter-gather), not copied into records.
 _GATHER_SIZE = 32 * 1024
+#: The most credit a request saves for writing behind (Channel._write_chunk_locked): an app that
+#: stops yielding in bursts spends it within a few queues.
+_BEHIND_CREDIT_MAX = 64
 #: How long a closing connection may take to send us its unread input.
 DRAIN_TIMEOUT = 5.0
 #: How long a stopping server waits for the first request of a connection it
@@ -272,7 +275,12 @@ class Channel:
                 return False
             if end:
                 self._end_locked(request)
-            if not output.write_locked(out):
+                written = output.write_locked(out)
+                if output.pending and written:  # chunks written behind in front of it: out now
+                    written = output.flush_locked()
+            else:
+                written = self._write_chunk_locked(request, out)
+            if not written:
                 self._set_state(LOST, output.failed or "write failed")
                 return False
             request.bytes_out += size
@@ -282,6 +290,30 @@ class Channel:
             elif output.backlogged:
                 return output.wait_locked() and not request.aborted
         return True
+
+    def _write_chunk_locked(self, request: Request, out) -> bool:
+        """A streamed chunk, written behind while that pays: queued for the
+        loop thread, which sends the chunks queued by then in one write.  Sent
+        one by one, each small chunk is a system call here and a TCP segment
+        and a read in the web server.  PEP 3333 ("Buffering and Streaming")
+        allows it: the server must "guarantee that [it] will continue
+        transmission even while the application is producing its next block".
+
+        It pays when the app yields chunks faster than the loop thread flushes
+        them: they join a queue.  An app that waits between chunks (releasing
+        the GIL) lets the loop thread flush them one or two at a time, each
+        flush costing more than a send: a request earns credit for each chunk
+        that joined a queue and pays QUEUE_COST for each queue it starts, and
+        sends its chunks at once while it cannot pay."""
+        output = self.output
+        if output.pending:
+            if request.behind_credit < _BEHIND_CREDIT_MAX:
+                request.behind_credit += 1
+            return output.write_locked(out)  # joins the queue
+        if request.behind_credit >= QUEUE_COST and type(out) is bytes:
+            request.behind_credit -= QUEUE_COST
+            return output.write_behind_locked(out)
+        return output.write_locked(out)
 
     def send_stderr(self, request: Request, data: bytes) -> None:
         out = p.encode_stream(p.STDERR, request.request_id, data)

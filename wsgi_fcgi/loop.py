@@ -198,7 +198,9 @@ class EventLoop:
         while self._write_wanted:
             channel = self._write_wanted.popleft()
             if channel.state is not CLOSED:
-                self.update_interest(channel)
+                channel.on_writable()
+                if channel.output.pending and channel.state is not CLOSED:
+                    self.update_interest(channel)
         attention = self._attention
         while attention:
             channel = attention.popleft()

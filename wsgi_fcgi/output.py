@@ -5,6 +5,12 @@ kernel when nothing is queued (the common case: a whole small response in one
 `send`), and what the kernel does not take is queued.  The loop thread then
 watches the socket for writability and flushes the queue.
 
+Writing behind: `write_behind_locked` only queues, and the loop thread
+sends what was queued by then in one write.  A request thread streaming
+small chunks uses it (Channel decides when), so that a burst of chunks is
+one system call, not one each; the chunk that ends such a response
+flushes the queue (`flush_locked`) without waiting for the loop.
+
 Back-pressure: a request thread streaming a response waits while more than
 `limit` bytes are queued: it polls its socket for writability with the lock
 released and flushes the queue itself, down to half the limit (it relies on
@@ -76,6 +82,11 @@ _send_keeping_the_gil = _send_function_keeping_the_gil()
 _KEEP_THE_GIL_UP_TO = 64 * 1024
 
 
+#: What a queue the loop thread flushes costs, in sends: its wake-up, the selector's return and the
+#: GIL changing hands (Channel._write_chunk_locked writes behind while chunks pay for it).
+QUEUE_COST = 4
+
+
 def _nothing() -> None:
     pass
 
@@ -126,6 +137,20 @@ class Output:
                 break
             start += _IOV_MAX
         return True
+
+    def write_behind_locked(self, data: Data) -> bool:
+        """Queue `data` for the loop thread to send, with whatever else is
+        queued by then.  False if the connection cannot be written any more."""
+        if self.failed is not None:
+            return False
+        self._enqueue(data, 0)
+        return True
+
+    def flush_locked(self) -> bool:
+        """Send what the kernel takes of the queue now, rather than when the
+        loop thread gets to it.  False if the connection failed."""
+        self._flush_locked()
+        return self.failed is None
 
     def _send(self, data: bytes | list[Buffer]) -> int | None:
         """What the kernel takes of `data` now; None if the socket failed."""
@@ -228,7 +253,13 @@ class Output:
         queue = self._queue
         sent_any = False
         while queue:
-            parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
+            if self.pending <= _KEEP_THE_GIL_UP_TO and self._keep_the_gil:
+                # Chunks written behind: joined, they are one send that keeps the GIL.  The
+                # loop thread flushes them, and each release of the GIL while an app computes
+                # costs it a switch interval (5 ms) to take it back.
+                parts: bytes | list[Buffer] = b"".join(queue)
+            else:
+                parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]
             sent = self._send(parts)
             if sent is None:
                 return True

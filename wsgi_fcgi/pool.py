@@ -263,6 +263,9 @@ class WorkerPool:
         if self._standby_asleep:
             self._standby_asleep = False
             self._standby_wake.set()
+        # Nobody polls while the loop thread runs a request: its chunks are not
+        # written behind (Channel._write_chunk_locked) but sent at once.
+        request.behind_credit = 0
         self.loop_thread.run_request(request)  # type: ignore[union-attr]
         with self._owner_lock:
             self._inline_since = 0.0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from . import protocol as p
 from .body import ClientDisconnected, EmptyBody, RequestBody
+from .output import QUEUE_COST
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -33,8 +34,8 @@ class Request:
     """One FastCGI request: its input, and the connection its response goes to."""
 
     __slots__ = ("channel", "request_id", "role", "keep_conn", "params", "body", "filter_data", "ended",
-                 "aborted", "dispatched", "streaming", "waits_for_body", "bytes_out", "started", "input_progress",
-                 "environ", "status", "method", "uri")
+                 "aborted", "dispatched", "streaming", "waits_for_body", "bytes_out", "behind_credit", "started",
+                 "input_progress", "environ", "status", "method", "uri")
 
     def __init__(self, channel: Channel, event: RequestStarted, spool_size: int, now: float) -> None:
         self.channel = channel
@@ -52,6 +53,7 @@ class Request:
         self.streaming = False  # runs in a thread while its body is still arriving
         self.waits_for_body = False  # runs once its body is here (Server._runs_after_its_body)
         self.bytes_out = 0
+        self.behind_credit = QUEUE_COST  # enough to write one queue behind (Channel._write_chunk_locked)
         self.started = now
         self.input_progress = now  # when input last arrived (--body-timeout)
         self.environ: dict[str, object] | None = None

@@ -68,16 +68,24 @@ def test_what_the_kernel_does_not_take_is_queued_and_flushed_in_order():
     assert out.pending == 0 and out.stalled_for(time.monotonic()) == 0
 
 
-def test_small_bytes_go_out_keeping_the_gil_and_a_full_socket_queues_them(monkeypatch):
+@pytest.fixture
+def sends_keeping_the_gil(monkeypatch):
+    """The data of each send that keeps the GIL, as it happens."""
     from wsgi_fcgi import output
     assert output._send_keeping_the_gil is not None  # Linux and glibc: CI runs it
     calls = []
+    real = output._send_keeping_the_gil
 
     def spy(fd, data):
-        calls.append(len(data))
+        calls.append(bytes(data))
         return real(fd, data)
-    real = output._send_keeping_the_gil
     monkeypatch.setattr(output, "_send_keeping_the_gil", spy)
+    return calls
+
+
+def test_small_bytes_go_out_keeping_the_gil_and_a_full_socket_queues_them(sends_keeping_the_gil):
+    from wsgi_fcgi import output
+    calls = sends_keeping_the_gil
     ours, peer = tiny_pair()
     out = Output(ours, 1 << 20, lambda: None)
     chunk = b"x" * 1000
@@ -86,18 +94,38 @@ def test_small_bytes_go_out_keeping_the_gil_and_a_full_socket_queues_them(monkey
             assert out.write_locked(chunk)
         assert out.failed is None
         assert out.write_locked(b"y" * (output._KEEP_THE_GIL_UP_TO + 1))  # queued behind, sent by sendmsg later
-    assert calls and set(calls) == {1000}
+    assert calls and {len(data) for data in calls} == {1000}
     received = bytearray()
     peer.settimeout(5)
     while out.pending:
         received += peer.recv(1 << 16)
         out.flush()
-    assert max(calls) <= output._KEEP_THE_GIL_UP_TO
+    assert max(map(len, calls)) <= output._KEEP_THE_GIL_UP_TO
     peer.close()  # a peer gone: EPIPE fails the output (no SIGPIPE kills the process)
     with out.lock:
         for _ in range(3):
             out.write_locked(chunk)
     assert out.failed and "write failed" in out.failed
+
+
+def test_chunks_written_behind_leave_in_one_send_that_keeps_the_gil(sends_keeping_the_gil):
+    """The loop thread flushes them: a release of the GIL there, while an
+    app computes, would cost it a switch interval to take the GIL back."""
+    calls = sends_keeping_the_gil
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    backlog = []
+    out = Output(ours, 1 << 20, lambda: backlog.append(1))
+    with out.lock:
+        for number in range(100):
+            assert out.write_behind_locked(b"chunk %d;" % number)
+    assert calls == [] and backlog == [1]  # queued, and the loop asked once
+    assert out.flush()
+    expected = b"".join(b"chunk %d;" % n for n in range(100))
+    assert calls == [expected]
+    assert read_all(peer, len(expected)) == expected
+    ours.close()
+    peer.close()
 
 
 def test_a_socket_that_could_block_is_never_written_keeping_the_gil():
@@ -327,6 +355,102 @@ def test_a_connection_whose_request_asked_to_close_is_never_handed_on(engine):
     run_ready(engine)
     responses(peer, 1)
     assert peer.recv(1) == b"" and channel.state is DRAINING
+
+
+def stream_of(count, between=lambda: None):
+    """An app streaming `count` small chunks; `between` runs before each chunk after the first."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        for number in range(count):
+            if number:
+                between()
+            yield b"chunk %d\n" % number
+    return app
+
+
+def stdout_of(records):
+    return b"".join(r.content for r in records if r.type == p.STDOUT)
+
+
+def nothing_arrived(peer):
+    peer.setblocking(False)
+    try:
+        return peer.recv(65536) == b"never"
+    except BlockingIOError:
+        return True
+    finally:
+        peer.setblocking(True)
+
+
+def test_streamed_chunks_are_written_behind_and_the_end_flushes_them_in_order(engine):
+    """Chunks an app yields one after the other are queued for the loop
+    thread, which sends them in one write; the response's end does not wait
+    for the loop: its thread flushes the queue, then the closing records."""
+    channel, peer = new_channel(engine)
+    seen_by_the_peer = []
+    engine.app = stream_of(50, between=lambda: seen_by_the_peer.append(nothing_arrived(peer)))
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/"), keep_conn=True))
+    channel.on_readable()
+    run_ready(engine)
+    assert seen_by_the_peer == [True] * 49  # nothing was sent while the app streamed
+    assert channel in engine.loop._write_wanted  # the loop was asked to send the queue
+    body = stdout_of(responses(peer, 1))
+    assert body.endswith(b"".join(b"chunk %d\n" % n for n in range(50)))
+    assert channel.output.pending == 0
+
+
+def test_the_loop_sends_what_was_written_behind_without_waiting_for_writability(engine):
+    channel, peer = new_channel(engine)
+    flushes = []
+
+    def the_loop_runs():
+        flushes.append(bool(channel.output.pending))
+        engine.loop._attend(time.monotonic())  # what the loop does once woken
+        flushes.append(channel.output.pending)
+
+    engine.app = stream_of(2, between=the_loop_runs)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/"), keep_conn=True))
+    channel.on_readable()
+    run_ready(engine)
+    assert flushes == [True, 0]
+    assert stdout_of(responses(peer, 1)).endswith(b"chunk 0\nchunk 1\n")
+
+
+def stream_flushed_by_the_loop_every(engine, burst, count=100):
+    """Stream `count` chunks while the loop flushes after every `burst` of them
+    (the app releases the GIL then); whether each chunk after the first was
+    still queued when the app resumed, i.e. written behind."""
+    channel, peer = new_channel(engine)
+    queued = []
+
+    def between():
+        queued.append(channel.output.pending > 0)
+        if len(queued) % burst == 0:
+            engine.loop._attend(time.monotonic())
+
+    engine.app = stream_of(count, between=between)
+    peer.sendall(client.encode_request(1, client.cgi_params("GET", "/"), keep_conn=True))
+    channel.on_readable()
+    run_ready(engine)
+    body = stdout_of(responses(peer, 1))
+    assert body.endswith(b"".join(b"chunk %d\n" % n for n in range(count)))
+    return queued
+
+
+@pytest.mark.parametrize("burst", [1, 2, 3])
+def test_an_app_whose_chunks_the_loop_flushes_one_or_two_at_a_time_sends_them_at_once(engine, burst):
+    """An app that waits between chunks (the GIL released) gains nothing
+    from writing behind: each flush of the loop thread costs more than the
+    sends of the one or two chunks it carries.  Once its credit is spent
+    (after its first queue), its chunks go out at once."""
+    queued = stream_flushed_by_the_loop_every(engine, burst)
+    assert sum(queued) == burst and all(queued[:burst])
+
+
+def test_a_stream_that_keeps_the_queue_busy_keeps_writing_behind(engine):
+    """Chunks that joined a queue earn credit: an app that yields bursts
+    between the loop's flushes goes on writing behind."""
+    assert all(stream_flushed_by_the_loop_every(engine, 10))
 
 
 def test_a_stopping_server_hands_over_a_connection_whose_next_request_already_waits():

@@ -188,3 +188,21 @@ def test_the_standby_looks_again_at_the_running_requests_deadline():
     assert until(50.0 - 0.003, 50.0) == pytest.approx(INLINE_TAKEOVER - 0.003)
     assert until(50.0 - INLINE_TAKEOVER, 50.0) == pytest.approx(0.0)
     assert until(50.0 - 0.5, 50.0) < 0  # overdue: take it over now
+
+
+def test_a_request_the_loop_thread_runs_itself_writes_no_chunk_behind(clock):
+    """Nobody polls while the loop thread runs a request: a chunk written
+    behind would wait for the standby's takeover (INLINE_TAKEOVER), so the
+    request's chunks go out at once (Channel._write_chunk_locked)."""
+    from types import SimpleNamespace
+
+    pool = new_pool(clock)
+    credit_while_running = []
+
+    class LoopThread:
+        def run_request(self, request):
+            credit_while_running.append(request.behind_credit)
+
+    pool.loop_thread = pool._owner = LoopThread()
+    pool._run_one_inline(SimpleNamespace(behind_credit=1))
+    assert credit_while_running == [0]
