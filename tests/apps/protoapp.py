@@ -2,6 +2,7 @@
 
 app (RESPONDER, AUTHORIZER and FILTER in one):
   /slow-stream?n=N&id=X  N chunks, 50 ms apart; close() prints "closed X" to stderr
+  /burst?n=N&until=F     N small chunks at once, then, once file F exists (at most 10 s later), "after"
   /heartbeat?id=X         the head, then an empty chunk every 20 ms for at most 30 s; close() prints
                          "closed X" to stderr
   /no-read               answers at once without reading its body
@@ -17,6 +18,7 @@ validated                 a PEP 3333 app exercising the server (body reads of ev
 create_app(greeting)      a factory: answers greeting
 """
 
+import os
 import sys
 import time
 from urllib.parse import parse_qs
@@ -49,8 +51,20 @@ class Heartbeat(SlowStream):
             yield b""
 
 
+def _burst(count, until):
+    for index in range(count):
+        yield b"chunk %d\n" % index
+    deadline = time.monotonic() + 10
+    while not os.path.exists(until) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield b"after\n"
+
+
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
+    if path == "/burst":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return _burst(int(_query(environ, "n", "100")), _query(environ, "until", ""))
     if path == "/heartbeat":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Heartbeat(0, _query(environ, "id", "-"))

@@ -244,6 +244,33 @@ def test_peer_disconnecting_mid_response_costs_nothing(server):
     assert "Traceback" not in server.log()
 
 
+def test_a_burst_written_behind_arrives_while_the_app_waits(start_wsgi_fcgi, tmp_path):
+    """Chunks yielded one after the other are written behind (queued for the
+    loop thread); PEP 3333 asks that they go on being sent while the app
+    produces its next block.  One thread: the request runs in a pool thread,
+    where writing behind applies (the loop thread's own requests send at once)."""
+    server = start_wsgi_fcgi("protoapp:app", "--threads", "1")
+    until = tmp_path / "go"
+    burst = b"".join(b"chunk %d\n" % n for n in range(500))
+    conn = FcgiConnection(server.address, timeout=0.2)
+    conn.send_request(1, "/burst?n=500&until=%s" % until)
+    started = time.monotonic()
+
+    def burst_arrived():
+        try:
+            conn.receive()
+        except TimeoutError:
+            pass
+        return burst in b"".join(r.content for r in conn.records if r.type == p.STDOUT)
+    wait_for(burst_arrived, 5, what="the burst, while the app waits")
+    assert time.monotonic() - started < 5  # not when the app gave up waiting (10 s)
+    until.touch()
+    conn.sock.settimeout(15)
+    conn.wait_ended(1)
+    assert b"".join(r.content for r in conn.records if r.type == p.STDOUT).endswith(burst + b"after\n")
+    conn.close()
+
+
 @pytest.mark.parametrize("how", ["abort", "disconnect"])
 def test_client_gone_while_the_app_reads_its_body(server, how):
     """The request waits for the rest of its body (without a thread, or in
