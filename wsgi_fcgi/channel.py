@@ -454,9 +454,9 @@ def _frame_stdout(request_id: int, head: bytes, data, size: int, end: bool):
     """FCGI_STDOUT records for head + data, and with `end` the closing records.
     Large data is framed as a list of buffers around it (no copy)."""
     tail = p.encode_stdout_end(request_id) if end else b""
-    if size < _GATHER_SIZE:
+    if size < _GATHER_SIZE:  # one record (spec 3.3: up to 65535 bytes of content)
         body = head + data if head else data
-        return (p.encode_stream(p.STDOUT, request_id, body) if body else b"") + tail
+        return (p.encode_record(p.STDOUT, request_id, body) if body else b"") + tail
     parts = p.stream_parts(p.STDOUT, request_id, head) if head else []
     parts += p.stream_parts(p.STDOUT, request_id, data)
     if tail:
