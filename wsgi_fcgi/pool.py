@@ -13,8 +13,13 @@ running, sleeps until that request's deadline: a request that runs longer is
 running at one of its looks, so it is taken over INLINE_TAKEOVER after it
 started, and under load the standby wakes (and takes the GIL from the loop
 thread) at most a hundred times a second.  After a second without inline
-requests it sleeps until the loop thread runs one again, so an idle server
-does not wake up (one tick a second, for heartbeats and timers).
+requests it sleeps until the loop thread runs one again, or for a second at
+most, so an idle server wakes up twice a second (the loop's tick, for
+heartbeats and timers, and this).  The standby is the main thread, the only
+one where Python runs signal handlers, and a signal does not always end its
+wait: gunicorn installs its SIGTERM handler with SA_RESTART, so an idle
+worker that slept until a request came would not stop before gunicorn
+killed it.
 
 Running requests inline serialises them: right for an app that computes
 (the GIL serialises it anyway), wrong for one that waits (a database, a
@@ -61,6 +66,8 @@ MAX_HANDOFF_PERIOD = 16.0
 _TIMED_ONE_IN = 16
 #: Looks without an inline request before the standby goes to sleep (1 s).
 _LOOKS_BEFORE_SLEEP = 100
+#: The standby's longest sleep: how late a signal handler may run.
+_LONGEST_SLEEP = 1.0
 
 
 class RunnableClock:
@@ -312,8 +319,9 @@ class WorkerPool:
         pause = INLINE_TAKEOVER
         while not self.loop_done.is_set():
             if self._standby_asleep:
-                self._standby_wake.wait()
-                self._standby_wake.clear()
+                # a bounded sleep: signal handlers run here (see the module doc)
+                if self._standby_wake.wait(_LONGEST_SLEEP):
+                    self._standby_wake.clear()
                 continue
             if self.loop_done.wait(pause):
                 return

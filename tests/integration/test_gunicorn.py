@@ -255,6 +255,23 @@ def test_graceful_term_finishes_running_request(start_gunicorn):
     assert server.wait(15) == 0
 
 
+def test_an_idle_worker_stops_on_term_at_once(start_gunicorn):
+    """gunicorn installs its SIGTERM (and SIGUSR1) handler with SA_RESTART: the
+    signal does not interrupt a thread's wait, and Python runs the handler
+    only in the main thread, the standby, which sleeps after a second without
+    requests.  Its sleep must end by itself, or an idle worker stops only when
+    the master kills it at --graceful-timeout (10 s here), dropping its kept
+    connections: a HUP, a systemctl stop or a reload would take that long."""
+    server = start_gunicorn("--threads", "2", workers=1)
+    assert request(server.address, "GET", "/x").status == 200
+    time.sleep(2.5)  # the standby sleeps after a second without requests
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(15) == 0
+    assert time.monotonic() - started < 5, "stopped after %.1f s" % (time.monotonic() - started)
+    assert "Worker exiting" in server.log() or "stopped" in server.log()
+
+
 def test_heartbeat_stopped_worker_is_replaced(start_gunicorn):
     server = start_gunicorn("--timeout", "2", workers=1)
     (stuck,) = server.worker_pids()
