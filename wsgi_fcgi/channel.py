@@ -151,12 +151,13 @@ class Channel:
             self.on_readable()
 
     def on_writable(self) -> None:
+        """Send what the kernel takes of the queue; watch for writability while some is left."""
         drained = self.output.flush()
         if self.output.failed is not None:
             self.lose(self.output.failed)
             return
+        self.server.loop.update_interest(self)
         if drained:
-            self.server.loop.update_interest(self)
             if self.state is CLOSING:
                 self.finish_closing(time.monotonic())
             elif self.state is DRAINING and self.peer_closed:

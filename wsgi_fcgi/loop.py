@@ -199,8 +199,6 @@ class EventLoop:
             channel = self._write_wanted.popleft()
             if channel.state is not CLOSED:
                 channel.on_writable()
-                if channel.output.pending and channel.state is not CLOSED:
-                    self.update_interest(channel)
         attention = self._attention
         while attention:
             channel = attention.popleft()

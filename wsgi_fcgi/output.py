@@ -254,9 +254,9 @@ class Output:
         sent_any = False
         while queue:
             if self.pending <= _KEEP_THE_GIL_UP_TO and self._keep_the_gil:
-                # Chunks written behind: joined, they are one send that keeps the GIL.  The
-                # loop thread flushes them, and each release of the GIL while an app computes
-                # costs it a switch interval (5 ms) to take it back.
+                # A small queue (most often chunks written behind) goes out joined, in one send
+                # that keeps the GIL: the loop thread flushes it, and each release of the GIL while
+                # an app computes costs the loop a switch interval (5 ms) to take it back.
                 parts: bytes | list[Buffer] = b"".join(queue)
             else:
                 parts = list(queue) if len(queue) <= _IOV_MAX else [queue[i] for i in range(_IOV_MAX)]

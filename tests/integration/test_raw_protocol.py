@@ -266,8 +266,7 @@ def test_a_burst_written_behind_arrives_while_the_app_waits(start_wsgi_fcgi, tmp
     assert time.monotonic() - started < 5  # not when the app gave up waiting (10 s)
     until.touch()
     conn.sock.settimeout(15)
-    conn.wait_ended(1)
-    assert b"".join(r.content for r in conn.records if r.type == p.STDOUT).endswith(burst + b"after\n")
+    assert conn.wait_ended(1)[1].body.endswith(burst + b"after\n")
     conn.close()
 
 
