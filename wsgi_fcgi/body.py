@@ -18,7 +18,9 @@ from typing import IO
 
 #: Unread bytes kept in memory before the body moves to a temporary file.
 DEFAULT_SPOOL_SIZE = 1 << 20
-_READLINE_CHUNK = 8192
+#: A spooled body is read ahead in blocks of this size for readline(), so a
+#: line is not a system call (and a copy of a block) of its own.
+_READ_AHEAD = 65536
 
 
 class ClientDisconnected(OSError):
@@ -46,6 +48,9 @@ class RequestBody:
         self._file: IO[bytes] | None = None  # after spooling: the temporary file
         self._file_read = 0
         self._file_written = 0
+        # read ahead from the file (by readline): bytes from offset _ahead_at
+        self._ahead = b""
+        self._ahead_at = 0
         self._eof = False
         self._error: BaseException | None = None
         self._spool_size = spool_size
@@ -124,10 +129,22 @@ class RequestBody:
         if size < 0 or size > available:
             size = available
         if self._file is not None:
-            data = os.pread(self._file.fileno(), size, self._file_read)
-            self._file_read += len(data)
-            return data
+            return self._take_file(self._file.fileno(), size)
         return self._take_memory(size)
+
+    def _take_file(self, fd: int, size: int) -> bytes:
+        """`size` (<= available) bytes of the spool file `fd`: from what
+        readline read ahead, the rest read now."""
+        start = self._file_read - self._ahead_at
+        ahead = len(self._ahead) - start
+        if ahead <= 0:
+            data = os.pread(fd, size, self._file_read)
+        elif size <= ahead:
+            data = self._ahead[start:start + size]
+        else:
+            data = self._ahead[start:] + os.pread(fd, size - ahead, self._file_read + ahead)
+        self._file_read += len(data)
+        return data
 
     def _take_memory(self, size: int) -> bytes:
         """`size` (<= buffered) bytes off the chunks; a whole chunk is not copied."""
@@ -185,12 +202,12 @@ class RequestBody:
     def _line_piece(self, wanted: int) -> tuple[int, bool]:
         """The bytes the next piece of a line takes (at most `wanted` if >= 0),
         within the first chunk in memory (found where it lies, not copied:
-        a line of 80 bytes had cost a copy of 8 KiB) or the next
-        _READLINE_CHUNK of the spool file; and whether they end the line."""
+        a line of 80 bytes had cost a copy of 8 KiB) or what is read ahead
+        of the spool file; and whether they end the line."""
         if self._file is not None:
-            chunk = os.pread(self._file.fileno(), _READLINE_CHUNK if wanted < 0 else min(wanted, _READLINE_CHUNK),
-                             self._file_read)
-            start, end = 0, len(chunk)
+            chunk = self._read_ahead(self._file.fileno())
+            start = self._file_read - self._ahead_at
+            end = len(chunk) if wanted < 0 else min(len(chunk), start + wanted)
         elif self._chunks:
             chunk = self._chunks[0]
             start = self._offset
@@ -201,6 +218,14 @@ class RequestBody:
         if newline < 0:
             return end - start, False
         return newline + 1 - start, True
+
+    def _read_ahead(self, fd: int) -> bytes:
+        """A block of the spool file `fd` that holds the read position (read
+        now once the last one is used up)."""
+        if self._file_read - self._ahead_at >= len(self._ahead):
+            self._ahead_at = self._file_read
+            self._ahead = os.pread(fd, min(_READ_AHEAD, self._file_written - self._file_read), self._file_read)
+        return self._ahead
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines = []
@@ -233,6 +258,7 @@ class RequestBody:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+                self._ahead = b""
             self._chunks.clear()
             self._buffered = self._offset = 0
             self._eof = True

@@ -1,10 +1,12 @@
 """`wsgi.input`: a streaming body fed by the I/O loop, read by the app thread."""
 
+import os
 import threading
 import time
 
 import pytest
 
+from wsgi_fcgi import body as body_module
 from wsgi_fcgi.body import ClientDisconnected, EmptyBody, RequestBody
 
 
@@ -182,6 +184,33 @@ def test_spooled_body_read_while_being_fed():
     thread.join(5)
 
 
+def test_a_spooled_body_is_read_line_by_line_from_blocks_read_ahead(monkeypatch):
+    body = RequestBody(spool_size=1000)
+    lines = [b"%079d\n" % n for n in range(2000)]  # 160,000 bytes
+    for line in lines:
+        body.feed(line)
+    body.feed_eof()
+    assert body.spooled
+    reads = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(size) or pread(fd, size, offset))
+    assert body.readline() == lines[0]
+    assert body.read(85) == lines[1] + lines[2][:5]  # from the block read ahead
+    assert list(body) == [lines[2][5:]] + lines[3:]
+    assert len(reads) <= 4, reads  # three blocks of 64 KiB, not two reads a line
+
+
+def test_a_spooled_line_goes_on_in_what_was_fed_after_its_block_was_read():
+    body = RequestBody(spool_size=1)
+    body.feed(b"first\nsec")
+    assert body.readline() == b"first\n"  # the block read ahead ends in "sec"
+    body.feed(b"ond\nthird\n")
+    assert body.readline() == b"second\n"
+    assert body.read(3) == b"thi"
+    body.feed_eof()
+    assert body.readline() == b"rd\n" and body.readline() == b""
+
+
 def test_close_releases_the_spool_file_and_wakes_readers():
     body = RequestBody(spool_size=1)
     body.feed(b"abc")
@@ -204,8 +233,16 @@ operations = st.lists(st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(chunks=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x00", b"\n")), max_size=12),
-       spool_size=st.integers(0, 100), ops=operations)
-def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, ops):
+       spool_size=st.integers(0, 100), ops=operations, read_ahead=st.sampled_from([1, 3, 16, 65536]))
+def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, ops, read_ahead):
+    default, body_module._READ_AHEAD = body_module._READ_AHEAD, read_ahead  # blocks a read may straddle
+    try:
+        _check_a_mix_of_reads(chunks, spool_size, ops)
+    finally:
+        body_module._READ_AHEAD = default
+
+
+def _check_a_mix_of_reads(chunks, spool_size, ops):
     body = RequestBody(spool_size=spool_size)
     for chunk in chunks:
         body.feed(chunk)
