@@ -205,8 +205,7 @@ class RequestBody:
         a line of 80 bytes had cost a copy of 8 KiB) or what is read ahead
         of the spool file; and whether they end the line."""
         if self._file is not None:
-            chunk = self._read_ahead(self._file.fileno())
-            start = self._file_read - self._ahead_at
+            chunk, start = self._read_ahead(self._file.fileno())
             end = len(chunk) if wanted < 0 else min(len(chunk), start + wanted)
         elif self._chunks:
             chunk = self._chunks[0]
@@ -219,13 +218,14 @@ class RequestBody:
             return end - start, False
         return newline + 1 - start, True
 
-    def _read_ahead(self, fd: int) -> bytes:
+    def _read_ahead(self, fd: int) -> tuple[bytes, int]:
         """A block of the spool file `fd` that holds the read position (read
-        now once the last one is used up)."""
-        if self._file_read - self._ahead_at >= len(self._ahead):
-            self._ahead_at = self._file_read
+        now once the last one is used up), and the position in it."""
+        start = self._file_read - self._ahead_at
+        if start >= len(self._ahead):
+            self._ahead_at, start = self._file_read, 0
             self._ahead = os.pread(fd, min(_READ_AHEAD, self._file_written - self._file_read), self._file_read)
-        return self._ahead
+        return self._ahead, start
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines = []
