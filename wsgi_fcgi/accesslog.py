@@ -216,8 +216,9 @@ class _SampleRequest:
     started = 0.0
 
 
-def check_format(fmt: str) -> None:
+def check_format(fmt: str | None) -> None:
     """Refuse an unknown atom or a bad format spec at start-up, not at the first request."""
+    fmt = fmt or DEFAULT_FORMAT
     try:
         render(fmt, Entry(_SampleRequest()))
     except KeyError as exc:
@@ -319,8 +320,10 @@ class AccessLogger:
     without a LogRecord: logging's machinery cost more than the rest of a
     small request."""
 
-    def __init__(self, fmt: str) -> None:
-        self.format = fmt
+    def __init__(self, fmt: str | None) -> None:
+        """`fmt`: --access-log-format; None (the setting's default) is DEFAULT_FORMAT.  The
+        setting itself keeps None, so a HUP does not see it changed."""
+        self.format = fmt = fmt or DEFAULT_FORMAT
         self.names = format_atoms(fmt)
         self.pid = os.getpid()  # made in the worker, after its fork: getpid() is a system call a line
 

@@ -55,7 +55,6 @@ def main(argv: list | None = None) -> None:
     if settings.access_log:
         from . import accesslog
         try:
-            settings.access_log_format = settings.access_log_format or accesslog.DEFAULT_FORMAT
             accesslog.check_format(settings.access_log_format)
             accesslog.configure(settings.access_log)
         except ConfigError as exc:

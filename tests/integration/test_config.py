@@ -95,6 +95,24 @@ def body_status(address: str, size: int) -> int:
     return client.request(address, "POST", "/upload", body=b"x" * size, timeout=10).status
 
 
+def test_hup_with_an_access_log_in_the_default_format_reports_no_change(tmp_path):
+    """--access-log without --access-log-format: the default format is not
+    written back into the settings, where every HUP saw it "changed"."""
+    access = tmp_path / "access.log"
+    server = WsgiFcgi("envapp:app", tmp_path, "--access-log", str(access))
+    try:
+        assert body_status(server.address, 10) == 200
+        server.send_signal(signal.SIGHUP)
+        wait_for(lambda: "stopped (exit code 0)" in server.log(), 20, interval=0.1,
+                 what="the old worker to stop once the new one is ready")
+        assert body_status(server.address, 10) == 200
+        assert "access_log_format" not in server.log()
+        wait_for(lambda: access.read_text().count('"POST /upload HTTP/1.1" 200') == 2, 5, interval=0.1,
+                 what="both requests in the access log, in the default format")
+    finally:
+        server.stop()
+
+
 def test_hup_rereads_the_file_logs_changes_and_keeps_the_environment(tmp_path):
     config = tmp_path / "app.toml"
     config.write_text("max_body_size = 100\n")
