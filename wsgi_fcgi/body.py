@@ -10,6 +10,7 @@ that never reads its body does not stall the other requests on the connection.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import tempfile
 import threading
@@ -21,6 +22,20 @@ DEFAULT_SPOOL_SIZE = 1 << 20
 #: A spooled body is read ahead in blocks of this size for readline(), so a
 #: line is not a system call (and a copy of a block) of its own.
 _READ_AHEAD = 65536
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> int:
+    """pwrite(2) `data` whole.  A write the disk could take only part of
+    returns the part: the rest is written again, and fails (ENOSPC), where
+    the body would have gone on without the bytes missing."""
+    view = memoryview(data)
+    written = 0
+    while written < len(view):
+        taken = os.pwrite(fd, view[written:], offset + written)
+        if not taken:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written += taken
+    return written
 
 
 class ClientDisconnected(OSError):
@@ -65,7 +80,7 @@ class RequestBody:
                 return
             self.received += len(data)
             if self._file is not None:
-                self._file_written += os.pwrite(self._file.fileno(), data, self._file_written)
+                self._file_written += _write_all(self._file.fileno(), data, self._file_written)
             else:
                 self._chunks.append(data)
                 self._buffered += len(data)
@@ -92,7 +107,7 @@ class RequestBody:
     def _spool(self) -> None:
         spool = tempfile.TemporaryFile(prefix="wsgi-fcgi-body-", dir=self._spool_dir)
         self._file = spool
-        self._file_written = os.pwrite(spool.fileno(), self._take_memory(self._buffered), 0)
+        self._file_written = _write_all(spool.fileno(), self._take_memory(self._buffered), 0)
 
     @property
     def complete(self) -> bool:

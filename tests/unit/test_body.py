@@ -1,5 +1,6 @@
 """`wsgi.input`: a streaming body fed by the I/O loop, read by the app thread."""
 
+import errno
 import os
 import threading
 import time
@@ -209,6 +210,38 @@ def test_a_spooled_line_goes_on_in_what_was_fed_after_its_block_was_read():
     assert body.read(3) == b"thi"
     body.feed_eof()
     assert body.readline() == b"rd\n" and body.readline() == b""
+
+
+def test_a_spool_write_the_disk_takes_only_part_of_fails_instead_of_losing_the_rest(monkeypatch):
+    """A full disk: pwrite(2) writes what fits and returns that count; the
+    next write raises ENOSPC.  The body must fail, not go on without the
+    bytes that were not written (the app would get a body with a hole)."""
+    body = RequestBody(spool_size=10)
+    body.feed(b"a" * 20)
+    assert body.spooled
+    pwrite = os.pwrite
+    space = [5]
+
+    def full_disk(fd, data, offset):
+        if not space[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = pwrite(fd, bytes(data)[:space[0]], offset)
+        space[0] -= taken
+        return taken
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(OSError) as failed:
+        body.feed(b"b" * 20)
+    assert failed.value.errno == errno.ENOSPC
+
+
+def test_a_short_spool_write_is_written_on(monkeypatch):
+    body = RequestBody(spool_size=10)
+    pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: pwrite(fd, bytes(data)[:7], offset))
+    body.feed(b"0123456789abcdef")
+    body.feed(b"ghijklmnopqrstuvwxyz")
+    body.feed_eof()
+    assert body.read() == b"0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def test_close_releases_the_spool_file_and_wakes_readers():
