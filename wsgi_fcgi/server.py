@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -294,7 +295,7 @@ class Server:
         try:
             body.feed(data)
         except OSError as exc:  # ENOSPC, EFBIG, EMFILE while spooling to a temporary file
-            self.fail_request(request, "cannot store the request body: %s" % (exc.strerror or exc), exc)
+            self.fail_request(request, "cannot store the request body", exc)
 
     def feed_filter_data(self, request: Request, data: bytes) -> None:
         request.input_progress = time.monotonic()
@@ -305,7 +306,7 @@ class Server:
                 request.filter_data.feed_eof()  # type: ignore[union-attr]
                 self._input_completed(request)
         except OSError as exc:
-            self.fail_request(request, "cannot store FCGI_DATA: %s" % (exc.strerror or exc), exc)
+            self.fail_request(request, "cannot store FCGI_DATA", exc)
 
     def abort_request(self, request: Request, error: BaseException) -> None:
         """FCGI_ABORT_REQUEST (spec 5.4): the app's input fails with `error`; a
@@ -340,8 +341,11 @@ class Server:
         if not request.dispatched:
             self._queue_end_hooks(request)
 
-    def fail_request(self, request: Request, message: str, exc: BaseException) -> None:
-        log.error("%r: request %d: %s", request.channel, request.request_id, message, exc_info=exc)
+    def fail_request(self, request: Request, what: str, exc: OSError) -> None:
+        """The disk refused a body spooled to a temporary file: an operator's
+        matter, said in one line (no traceback: the error says it all)."""
+        message = "%s in %s: %s" % (what, tempfile.gettempdir(), exc.strerror or exc)
+        log.error("%r: request %d: %s: answering 500", request.channel, request.request_id, message)
         self.refuse(request, "500 Internal Server Error", ClientDisconnected(message))
 
     def _queue_end_hooks(self, request: Request) -> None:
