@@ -7,8 +7,12 @@ workers' memory, open files and threads are back to their baseline, and the
 app's close() ran for every stream that was cut (on a worker still alive).
 
 SOAK_SECONDS sets the length (default 120, as in CI); e.g. SOAK_SECONDS=1800 for a long run.
+Two more: keep-alive POSTs through nginx while workers recycle and reload
+beside hostile peers, and while the master gets a storm of signals (HUP,
+TTIN, TTOU, USR2 upgrades).
 """
 
+import collections
 import hashlib
 import os
 import random
@@ -22,10 +26,14 @@ import requests
 from support import (
     FcgiConnection,
     Nginx,
+    children_of,
     fastcgi_location,
     free_port,
+    process_gone,
     process_stats,
+    read_pid,
     shipped_nginx_conf,
+    wait_children,
     wait_for,
     worker_pids,
 )
@@ -36,6 +44,8 @@ from wsgi_fcgi import protocol as p
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 #: the keep-alive soak (recycling, reloads, hostile peers; nginx retries nothing)
 KEEPALIVE_SECONDS = float(os.environ.get("SOAK_KEEPALIVE_SECONDS", "40"))
+#: the signal storm (HUP, TTIN, TTOU every 0.2 s, USR2 every 3 s)
+STORM_SECONDS = float(os.environ.get("SOAK_STORM_SECONDS", "12"))
 LOAD_THREADS = 3
 FAULT_THREADS = 2  # the first also SIGKILLs a worker every 3-6 s
 WORKERS = 2
@@ -339,3 +349,65 @@ def test_soak_keepalive_posts_through_recycling_reloads_and_hostile_peers(start_
     assert not failures, failures[:5]
     assert len(latencies) > 30 * KEEPALIVE_SECONDS
     assert p99 < 1.0
+
+
+@pytest.mark.timeout(STORM_SECONDS + 120)
+def test_a_storm_of_reloads_upgrades_and_resizes_loses_no_post(start_site, tmp_path):
+    """HUP, TTIN and TTOU every 0.2 s and a USR2 upgrade every 3 s, each sent
+    to the master the pid file names then (an operator's deploy script in a
+    loop), while keep-alive POSTs go through the shipped nginx config (which
+    retries no POST), bodies past --spool-size among them, and workers
+    recycle: no request fails, and one master is left, its log clean."""
+    pid_file = tmp_path / "master.pid"
+    url, server = start_site("wsgi-fcgi-tcp.conf", "soakapp:app", "--workers", "2", "--threads", "4",
+                             "--max-requests", "40", "--spool-size", "16K", "--pid", str(pid_file))
+    wait_children(server.pid, 2)
+    stop = threading.Event()
+    latencies, failures = [], []
+    posters = [threading.Thread(target=timed_post_loop, args=(url, stop, latencies, failures, seed), daemon=True)
+               for seed in range(4)]
+    rng = random.Random(14)
+    sent = collections.Counter()
+    masters = {server.pid}
+    try:
+        for thread in posters:
+            thread.start()
+        deadline = time.monotonic() + STORM_SECONDS
+        next_upgrade = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            name = rng.choice(["HUP", "HUP", "TTIN", "TTOU"])
+            if time.monotonic() >= next_upgrade:
+                name, next_upgrade = "USR2", time.monotonic() + 3
+            pid = read_pid(pid_file)
+            if pid is None:  # moved to .oldbin, the new master's not written yet
+                continue
+            try:
+                os.kill(pid, getattr(signal, "SIG" + name))
+            except ProcessLookupError:
+                continue
+            sent[name] += 1
+            masters.add(pid)
+        stop.set()
+        for thread in posters:
+            thread.join(30)
+        final = wait_for(lambda: not (tmp_path / "master.pid.oldbin").exists() and read_pid(pid_file), 60,
+                         interval=0.1, what="one master after the storm")
+        masters.add(final)
+        wait_for(lambda: all(process_gone(pid) for pid in masters - {final}), 60, interval=0.1,
+                 what="the old masters gone")
+        assert children_of(final)
+        assert requests.get(url + "/echo", timeout=10).status_code == 200
+    finally:
+        stop.set()
+        left = [pid for pid in masters - {server.pid} if not process_gone(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: all(process_gone(pid) for pid in left), 30, interval=0.1, what="the masters stopped")
+    print("\nsignal storm %.0f s: %d requests, %d failed, signals %s, %d masters"
+          % (STORM_SECONDS, len(latencies), len(failures), dict(sent), len(masters)))
+    assert not failures, failures[:5]
+    assert sent["USR2"] >= 2 and sent["HUP"] >= 10 and len(masters) >= 3
+    assert len(latencies) > 10 * STORM_SECONDS
+    log = server.log()  # every master writes to it
+    assert "Traceback" not in log and "ERROR" not in log and "cannot listen" not in log
