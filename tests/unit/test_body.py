@@ -201,6 +201,25 @@ def test_a_spooled_body_is_read_line_by_line_from_blocks_read_ahead(monkeypatch)
     assert len(reads) <= 4, reads  # three blocks of 64 KiB, not two reads a line
 
 
+def test_small_reads_of_a_spooled_body_are_slices_of_blocks_read_ahead(monkeypatch):
+    data = bytes(range(256)) * 640  # 160 KiB
+    body = RequestBody(spool_size=1000)
+    for start in range(0, len(data), 4096):
+        body.feed(data[start:start + 4096])
+    body.feed_eof()
+    assert body.spooled
+    reads = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(size) or pread(fd, size, offset))
+    got = [body.read(1000) for _ in range(100)]  # 100,000 bytes: two blocks of 64 KiB, one read straddles them
+    assert reads == [65536, 65536]
+    got.append(body.read(16384))  # as large as _SMALL_READ: what is ahead is enough
+    got.append(body.read(40000))  # what is ahead, then a pread for the rest
+    assert reads == [65536, 65536, 40000 - (2 * 65536 - 100_000 - 16384)]
+    got.append(body.read())
+    assert b"".join(got) == data
+
+
 def test_a_spooled_line_goes_on_in_what_was_fed_after_its_block_was_read():
     body = RequestBody(spool_size=1)
     body.feed(b"first\nsec")
@@ -266,13 +285,16 @@ operations = st.lists(st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(chunks=st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\x00", b"\n")), max_size=12),
-       spool_size=st.integers(0, 100), ops=operations, read_ahead=st.sampled_from([1, 3, 16, 65536]))
-def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, ops, read_ahead):
-    default, body_module._READ_AHEAD = body_module._READ_AHEAD, read_ahead  # blocks a read may straddle
+       spool_size=st.integers(0, 100), ops=operations, read_ahead=st.sampled_from([1, 3, 16, 65536]),
+       small_read=st.sampled_from([0, 2, 20, 16384]))
+def test_any_mix_of_reads_gives_back_the_fed_bytes_in_order(chunks, spool_size, ops, read_ahead, small_read):
+    # blocks a read may straddle, reads served from them or not
+    defaults = body_module._READ_AHEAD, body_module._SMALL_READ
+    body_module._READ_AHEAD, body_module._SMALL_READ = read_ahead, small_read
     try:
         _check_a_mix_of_reads(chunks, spool_size, ops)
     finally:
-        body_module._READ_AHEAD = default
+        body_module._READ_AHEAD, body_module._SMALL_READ = defaults
 
 
 def _check_a_mix_of_reads(chunks, spool_size, ops):
