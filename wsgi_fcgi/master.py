@@ -41,7 +41,7 @@ from . import accesslog, build_description, proctitle, systemd
 from .errors import ConfigError, fail
 from .handoff import Handoff
 from .listeners import remove_unix_socket
-from .scoreboard import READY, RETIRING, STARTING, Scoreboard
+from .scoreboard import FREE, READY, RETIRING, STARTING, Scoreboard
 from .settings import SettingError, reread
 from .worker import BOOT_FAILED, Worker
 
@@ -533,13 +533,28 @@ class Master:
     def reload(self) -> None:
         systemd.reloading("reloading")
         self._reread_settings()
+        superseded = self._stop_starting_workers()
         self.generation += 1
         self.pool_started = False
-        log.info("master: SIGHUP, starting %d new worker(s); the old ones stop once these are ready",
-                 boot_workers(self.settings, self.target))
+        log.info("master: SIGHUP, starting %d new worker(s); the old ones stop once these are ready%s",
+                 boot_workers(self.settings, self.target),
+                 " (%d still starting stopped: these replace them)" % superseded if superseded else "")
         if self.app is not None:
             log.info("master: --preload: the new workers run the app imported at start, no new code "
                      "(send USR2 to load new code)")
+
+    def _stop_starting_workers(self) -> int:
+        """Stop the workers still loading the app (a reload's, a replacement's):
+        they have served nothing, and the workers of the new reload replace
+        them.  Kept, a HUP every second with an app that takes longer to load
+        started a generation at each HUP, none ready before the next, until
+        the scoreboard was full; the workers serving go on until the new ones
+        are ready, as at any reload."""
+        starting = [w for w in self.workers.values()
+                    if not w.stop_sent and self.scoreboard.read(w.index).state in (FREE, STARTING)]
+        for worker in starting:
+            self._stop_worker(worker, signal.SIGTERM)
+        return len(starting)
 
     def _finish_reload(self) -> None:
         old = [w for w in self.workers.values() if w.generation < self.generation and not w.stop_sent]
@@ -552,7 +567,9 @@ class Master:
             systemd.ready(self._status_line())
 
     def _abort_reload(self) -> None:
-        old_generation = max(w.generation for w in self.workers.values() if w.generation < self.generation)
+        older = [w for w in self.workers.values() if w.generation < self.generation]
+        # the newest generation still serving: not one a later HUP stopped while it started
+        old_generation = max(w.generation for w in [w for w in older if not w.stop_sent] or older)
         log.error("master: reload failed, the new workers cannot load the app; keeping the old workers")
         systemd.ready("reload failed: the new workers cannot load the app; old workers serving")
         for worker in self.workers.values():

@@ -8,7 +8,8 @@
 anything else         "hello"
 
 With MASTERAPP_FAIL_IF=PATH in the environment, the import fails while PATH
-exists (a deployment that broke after the pool started).
+exists (a deployment that broke after the pool started); with
+MASTERAPP_IMPORT_SECONDS=S it takes S seconds (a large app loading).
 """
 
 import os
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs
 
 if os.path.exists(os.environ.get("MASTERAPP_FAIL_IF") or "/nonexistent"):
     raise RuntimeError("MASTERAPP_FAIL_IF exists: failing at import on purpose")
+time.sleep(float(os.environ.get("MASTERAPP_IMPORT_SECONDS") or 0))
 
 
 def _query(environ, name, default):

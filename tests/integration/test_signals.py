@@ -6,7 +6,7 @@ import threading
 import time
 
 import requests
-from support import RequestLoop, fastcgi_location, pool_status, wait_for, worker_pids
+from support import RequestLoop, children_of, fastcgi_location, pool_status, wait_for, worker_pids
 
 STATUS = ("--status-path", "/status")
 
@@ -85,6 +85,32 @@ def test_ttin_and_ttou_change_the_worker_count(start_wsgi_fcgi, start_nginx):
     wait_for(lambda: requests.get(nginx.url + "/status?json", timeout=10).json()["workers"] == 2, 20,
              interval=0.2, what="2 workers on the status page")
     assert worker_pids(server.address) < three
+
+
+def test_hups_faster_than_the_app_loads_do_not_pile_up_workers(start_wsgi_fcgi, start_nginx):
+    """Each HUP stops the workers still loading the app (they served nothing)
+    and starts the new ones: a HUP every 0.3 s with an app that takes 1.5 s
+    to load had started a generation of workers at each, none ready before
+    the next.  The old workers serve until the last generation is ready."""
+    server = start_wsgi_fcgi("masterapp:app", "--workers", "2", *STATUS, env={"MASTERAPP_IMPORT_SECONDS": "1.5"})
+    nginx = start_nginx(fastcgi_location(server.address))
+    serving = _ready(server.address, 2)
+    loop = RequestLoop(nginx.url + "/pid")
+    most = 0
+    for _ in range(8):
+        server.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        most = max(most, len(children_of(server.pid)))
+    new = wait_for(lambda: (worker_pids(server.address) if not worker_pids(server.address) & serving
+                            and len(worker_pids(server.address)) == 2 else None),
+                   30, interval=0.2, what="the last HUP's two workers")
+    time.sleep(0.5)
+    loop.stop()
+    assert most <= 6, most  # the two serving, two starting, two stopping at most
+    assert not loop.failures, loop.failures[:5]
+    assert {int(pid) for pid in loop.pids} <= serving | new  # no worker of the HUPs in between served
+    assert server.log().count("still starting stopped") >= 6
+    wait_for(lambda: len(children_of(server.pid)) == 2, 20, interval=0.1, what="only the two new workers left")
 
 
 def test_usr1_reopens_the_access_log(start_wsgi_fcgi, tmp_path):
