@@ -64,9 +64,10 @@ class DryMaster(Master):
 def booted(**values) -> DryMaster:
     """A master whose first workers started and said READY."""
     master = DryMaster(**values)
-    master.tick()
+    master.tick()  # one first
     master.all_ready()
-    master.tick()
+    master.tick()  # then the rest
+    master.all_ready()
     return master
 
 def exit_status(code):
@@ -150,6 +151,23 @@ def test_reload_starts_new_workers_and_stops_the_old_once_they_are_ready():
         master.set_state(master.workers[pid], READY)
     master.tick()
     assert sorted(pid for pid, sig in master.signals_sent if sig == signal.SIGTERM) == sorted(old)
+
+
+def test_a_reload_stops_the_workers_still_starting_and_a_failed_one_falls_back_to_those_serving():
+    master = booted(workers=2)
+    serving = set(master.workers)
+    master.reload()
+    master.tick()
+    first = set(master.workers) - serving  # generation 2, still loading the app
+    master.reload()
+    master.tick()
+    assert sorted(pid for pid, sig in master.signals_sent if sig == signal.SIGTERM) == sorted(first)
+    second = set(master.workers) - serving - first
+    assert len(second) == 2 and master.generation == 3
+    master.exited(master.workers[min(second)], exit_status(BOOT_FAILED))  # before generation 2 is reaped
+    master.tick()
+    assert master.generation == 1 and sorted(master.live_pids()) == sorted(serving)
+    assert not any(pid in serving for pid, sig in master.signals_sent)
 
 
 def test_a_reload_whose_app_cannot_load_keeps_the_old_workers():
