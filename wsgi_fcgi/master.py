@@ -538,7 +538,7 @@ class Master:
         self.pool_started = False
         log.info("master: SIGHUP, starting %d new worker(s); the old ones stop once these are ready%s",
                  boot_workers(self.settings, self.target),
-                 " (%d still starting stopped: these replace them)" % superseded if superseded else "")
+                 " (stopping the %d still loading the app: these replace them)" % superseded if superseded else "")
         if self.app is not None:
             log.info("master: --preload: the new workers run the app imported at start, no new code "
                      "(send USR2 to load new code)")

@@ -109,7 +109,7 @@ def test_hups_faster_than_the_app_loads_do_not_pile_up_workers(start_wsgi_fcgi, 
     assert most <= 6, most  # the two serving, two starting, two stopping at most
     assert not loop.failures, loop.failures[:5]
     assert {int(pid) for pid in loop.pids} <= serving | new  # no worker of the HUPs in between served
-    assert server.log().count("still starting stopped") >= 6
+    assert server.log().count("still loading the app: these replace them") >= 6
     wait_for(lambda: len(children_of(server.pid)) == 2, 20, interval=0.1, what="only the two new workers left")
 
 
