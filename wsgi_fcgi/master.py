@@ -544,12 +544,12 @@ class Master:
                      "(send USR2 to load new code)")
 
     def _stop_starting_workers(self) -> int:
-        """Stop the workers still loading the app (a reload's, a replacement's):
-        they have served nothing, and the workers of the new reload replace
-        them.  Kept, a HUP every second with an app that takes longer to load
-        started a generation at each HUP, none ready before the next, until
-        the scoreboard was full; the workers serving go on until the new ones
-        are ready, as at any reload."""
+        """Stop the workers still loading the app (an earlier reload's, a
+        replacement's): they have served nothing, and the new reload's
+        workers replace them.  Left to start, HUPs coming faster than the app
+        loads started a generation each, none ready before the next, until
+        the scoreboard was full.  The workers serving go on until the new
+        ones are ready, as at any reload."""
         starting = [w for w in self.workers.values()
                     if not w.stop_sent and self.scoreboard.read(w.index).state in (FREE, STARTING)]
         for worker in starting:
@@ -568,8 +568,8 @@ class Master:
 
     def _abort_reload(self) -> None:
         older = [w for w in self.workers.values() if w.generation < self.generation]
-        # the newest generation still serving: not one a later HUP stopped while it started
-        old_generation = max(w.generation for w in [w for w in older if not w.stop_sent] or older)
+        serving = [w for w in older if not w.stop_sent]  # not those a later HUP stopped as they started
+        old_generation = max(w.generation for w in serving or older)
         log.error("master: reload failed, the new workers cannot load the app; keeping the old workers")
         systemd.ready("reload failed: the new workers cannot load the app; old workers serving")
         for worker in self.workers.values():
