@@ -253,8 +253,9 @@ class Master:
             elif sig == signal.SIGHUP:
                 self.reload()
             elif sig == signal.SIGTTIN:
-                self.target += 1
-                log.info("master: SIGTTIN, now %d worker(s)", self.target)
+                if self._room_for(self.target + 1, "SIGTTIN"):
+                    self.target += 1
+                    log.info("master: SIGTTIN, now %d worker(s)", self.target)
             elif sig == signal.SIGTTOU:
                 if self.target > 1:
                     self.target -= 1
@@ -603,13 +604,20 @@ class Master:
         for change in changes:
             log.info("master: SIGHUP: %s", change)
         if settings.workers != self.settings.workers:
-            if settings.workers * 2 > self.scoreboard.slots:
-                log.error("master: SIGHUP: %d workers need a restart (scoreboard of %d slots); keeping %d",
-                          settings.workers, self.scoreboard.slots, self.target)
-                settings.workers = self.settings.workers
-            else:
+            if self._room_for(settings.workers, "SIGHUP"):
                 self.target = settings.workers
+            else:
+                settings.workers = self.settings.workers
         self.settings = settings
+
+    def _room_for(self, workers: int, why: str) -> bool:
+        """Whether the scoreboard, sized at start, holds `workers` twice over
+        (a reload's old and new workers side by side); logged when not."""
+        if workers * 2 <= self.scoreboard.slots:
+            return True
+        log.error("master: %s: %d workers need a restart (scoreboard of %d slots); keeping %d",
+                  why, workers, self.scoreboard.slots, self.target)
+        return False
 
     def _status_line(self) -> str:
         return "%d worker(s) x %d threads, generation %d" % (self.target, self.settings.threads, self.generation)

@@ -170,6 +170,15 @@ def test_a_reload_stops_the_workers_still_starting_and_a_failed_one_falls_back_t
     assert not any(pid in serving for pid, sig in master.signals_sent)
 
 
+def test_ttin_stops_where_the_scoreboard_could_not_hold_a_reload(caplog):
+    master = booted(workers=1)
+    most = master.scoreboard.slots // 2
+    master.signals.extend([signal.SIGTTIN] * (most + 5))
+    master._handle_signals()
+    assert master.target == most
+    assert "SIGTTIN: %d workers need a restart" % (most + 1) in caplog.text
+
+
 def test_a_reload_whose_app_cannot_load_keeps_the_old_workers():
     master = booted(workers=1)
     (old,) = master.workers
