@@ -126,6 +126,11 @@ class RequestBody:
     def spooled(self) -> bool:
         return self._file is not None
 
+    @property
+    def spool_dir(self) -> str:
+        """Where the body goes past spool_size ($TMPDIR unless given)."""
+        return self._spool_dir or tempfile.gettempdir()
+
     # -- reading side (app thread) ----------------------------------------
 
     def _available(self) -> int:
@@ -157,13 +162,9 @@ class RequestBody:
         if size < _SMALL_READ:
             return self._slice_ahead(fd, size)
         start = self._file_read - self._ahead_at
-        ahead = len(self._ahead) - start
-        if ahead <= 0:
-            data = os.pread(fd, size, self._file_read)
-        elif size <= ahead:
-            data = self._ahead[start:start + size]
-        else:
-            data = self._ahead[start:] + os.pread(fd, size - ahead, self._file_read + ahead)
+        data = self._ahead[start:start + size]  # b"" once the block is used up
+        if len(data) < size:
+            data += os.pread(fd, size - len(data), self._file_read + len(data))
         self._file_read += len(data)
         return data
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import collections
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 from . import protocol as p
-from .body import ClientDisconnected
+from .body import ClientDisconnected, RequestBody
 from .channel import Channel
 from .connection import ParamsTooLarge, RequestStarted
 from .environ import build_environ
@@ -295,7 +294,7 @@ class Server:
         try:
             body.feed(data)
         except OSError as exc:  # ENOSPC, EFBIG, EMFILE while spooling to a temporary file
-            self.fail_request(request, "cannot store the request body", exc)
+            self.fail_request(request, body, "cannot store the request body", exc)
 
     def feed_filter_data(self, request: Request, data: bytes) -> None:
         request.input_progress = time.monotonic()
@@ -306,7 +305,7 @@ class Server:
                 request.filter_data.feed_eof()  # type: ignore[union-attr]
                 self._input_completed(request)
         except OSError as exc:
-            self.fail_request(request, "cannot store FCGI_DATA", exc)
+            self.fail_request(request, request.filter_data, "cannot store FCGI_DATA", exc)  # type: ignore[arg-type]
 
     def abort_request(self, request: Request, error: BaseException) -> None:
         """FCGI_ABORT_REQUEST (spec 5.4): the app's input fails with `error`; a
@@ -341,10 +340,10 @@ class Server:
         if not request.dispatched:
             self._queue_end_hooks(request)
 
-    def fail_request(self, request: Request, what: str, exc: OSError) -> None:
-        """The disk refused a body spooled to a temporary file: an operator's
+    def fail_request(self, request: Request, body: RequestBody, what: str, exc: OSError) -> None:
+        """The disk refused `body`, spooled to a temporary file: an operator's
         matter, said in one line (no traceback: the error says it all)."""
-        message = "%s in %s: %s" % (what, tempfile.gettempdir(), exc.strerror or exc)
+        message = "%s in %s: %s" % (what, body.spool_dir, exc.strerror or exc)
         log.error("%r: request %d: %s: answering 500", request.channel, request.request_id, message)
         self.refuse(request, "500 Internal Server Error", ClientDisconnected(message))
 
