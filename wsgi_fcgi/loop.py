@@ -65,6 +65,8 @@ class EventLoop:
         self.on_tick: list[Callable[[], None]] = []
         self.report_at = math.inf  # when the on_report hooks are due (report_by)
         self.on_report: list[Callable[[], None]] = []
+        self._timers: list[list] = []  # [due, interval, callback] (call_every)
+        self._next_timer = math.inf
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
 
     # -- other threads -------------------------------------------------------------------
@@ -96,6 +98,14 @@ class EventLoop:
             self.report_at = when
             if wake:
                 self.wake()
+
+    def call_every(self, interval: float, callback: Callable[[], None]) -> None:
+        """Call `callback` in the loop every `interval` seconds: for a hook
+        that needs a finer clock than the tick's second.  Before the loop
+        runs (the thread that will run it)."""
+        due = time.monotonic() + interval
+        self._timers.append([due, interval, callback])
+        self._next_timer = min(self._next_timer, due)
 
     def stop(self, deadline: float, handoff: bool) -> None:
         if self.stop_at is None or deadline < self.stop_at:
@@ -141,7 +151,7 @@ class EventLoop:
                 self.done = True
                 pool.loop_finished()
                 return True
-            timeout = min(self.next_tick, self.report_at) - time.monotonic()
+            timeout = min(self.next_tick, self.report_at, self._next_timer) - time.monotonic()
             for key, mask in select(timeout if timeout > 0 else 0):
                 try:
                     key.data(mask)
@@ -156,6 +166,8 @@ class EventLoop:
             if now >= self.next_tick:  # on the loop, not per run(): the selector may change hands often
                 self.next_tick = now + TICK
                 self._tick(now)
+            if now >= self._next_timer:
+                self._run_timers(now)
             if self.ready and not pool.dispatch(self.ready, inline):
                 return False
             if not self.accepting:
@@ -372,6 +384,14 @@ class EventLoop:
             except Exception:
                 self._callback_failed(channel.on_event)
         self._call_hooks(self.on_tick, "tick")
+
+    def _run_timers(self, now: float) -> None:
+        for timer in self._timers:
+            due, interval, callback = timer
+            if now >= due:
+                timer[0] = now + interval
+                self._call_hooks([callback], "timer")
+        self._next_timer = min(timer[0] for timer in self._timers)
 
     @staticmethod
     def _call_hooks(hooks: list[Callable[[], None]], kind: str) -> None:

@@ -1,4 +1,4 @@
-"""Slow-request log and hard request timeout, checked from the loop's tick.
+"""Slow-request log and hard request timeout, checked by the I/O loop.
 
 `--slow-request-timeout S`: php-fpm's slowlog with the Python stack: once per
 request, the stack of the thread running it goes to the error log.
@@ -11,6 +11,11 @@ thread blocked in C (a socket read, `time.sleep`, a lock) does not see it.
 If it has not let go after `STUCK_GRACE` seconds, the worker retires: it stops
 accepting, lets its other requests finish and exits, and the master starts a
 replacement.
+
+The loop looks four times per the shorter timeout (php-fpm: three), and at
+least once a second: a request is logged or stopped at most a quarter of its
+timeout late.  Looking on the loop's one-second tick missed the requests
+that crossed the slowlog and ended between two ticks.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from collections.abc import Callable
 log = logging.getLogger("wsgi_fcgi")
 
 STUCK_GRACE = 3.0
+#: The loop looks at the running requests at least this often ...
+LONGEST_LOOK_INTERVAL = 1.0
+#: ... and at most this often, however short the timeouts.
+SHORTEST_LOOK_INTERVAL = 0.02
 
 
 class RequestTimeout(Exception):
@@ -69,6 +78,12 @@ class Watchdog:
         self.on_stuck = on_stuck or (lambda: None)
         self.interrupted: dict = {}  # thread -> (request, when)
         self.stuck_reported = False
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two looks (EventLoop.call_every)."""
+        quarters = [timeout / 4 for timeout in (self.slow_timeout, self.request_timeout) if timeout]
+        return max(SHORTEST_LOOK_INTERVAL, min([LONGEST_LOOK_INTERVAL, *quarters]))
 
     def __call__(self) -> None:
         now = time.monotonic()

@@ -139,9 +139,10 @@ class Worker:
         if settings.access_log:
             server.on_request_end.append(accesslog.AccessLogger(settings.access_log_format))
         if settings.slow_request_timeout or settings.request_timeout:
-            server.on_tick.append(Watchdog(server, settings.slow_request_timeout, settings.request_timeout,
-                                           on_slow=self._count_slow, on_timeout=self._count_timeout,
-                                           on_stuck=lambda: self.retire("a request is stuck past --request-timeout")))
+            watchdog = Watchdog(server, settings.slow_request_timeout, settings.request_timeout,
+                                on_slow=self._count_slow, on_timeout=self._count_timeout,
+                                on_stuck=lambda: self.retire("a request is stuck past --request-timeout"))
+            server.loop.call_every(watchdog.interval, watchdog)
         return server
 
     # -- reporting ---------------------------------------------------------

@@ -1,6 +1,7 @@
 """Status and ping pages through nginx; slow-request log; request timeout."""
 
 import json
+import random
 import time
 
 import requests
@@ -71,6 +72,18 @@ def test_slow_request_stack_is_logged_once(start_wsgi_fcgi, start_nginx):
     assert log.count("slow request: GET /sleep?s=3") == 1
     assert "in sleeping_function" in log
     assert _status(server.address)["slow_requests"] == 1
+
+
+def test_a_request_just_past_the_slow_timeout_is_logged_wherever_it_starts(start_wsgi_fcgi):
+    # 0.55 s against a 0.3 s slowlog: a look must fall in the 0.25 s between.
+    # Looked at once a second, a request was logged one time in four.
+    from wsgi_fcgi import client
+    server = start_wsgi_fcgi("masterapp:app", "--slow-request-timeout", "0.3", *STATUS)
+    for _ in range(6):
+        time.sleep(random.uniform(0, 0.3))  # requests start at any point between two looks
+        assert client.request(server.address, "GET", "/sleep?s=0.55", timeout=10).body == b"slept"
+    assert server.log().count("slow request: GET /sleep?s=0.55") == 6
+    assert _status(server.address)["slow_requests"] == 6
 
 
 def test_request_timeout_interrupts_python_code_and_the_worker_lives_on(start_wsgi_fcgi, start_nginx):
