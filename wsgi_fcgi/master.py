@@ -48,6 +48,9 @@ from .worker import BOOT_FAILED, Worker
 log = logging.getLogger("wsgi_fcgi")
 
 _LOOP_INTERVAL = 0.25
+#: A master round this much later than its poll's timeout: the master was not
+#: running (a stalled host, a throttled cgroup), and did not see its workers.
+_STALLED = 1.0
 #: slots beyond --workers, for reloads (old and new workers side by side) and TTIN
 _SPARE_SLOTS = 64
 _KILL_GRACE = 5.0
@@ -104,6 +107,8 @@ class Master:
         self.max_reached = 0  # how often that began
         self.connection_waiting = False
         self.watch_after = 0.0
+        self.heartbeats_checked: float | None = None
+        self.watching_since = 0.0  # workers' silence counts from here at the earliest
         self.parked: list[socket.socket] = []  # kept connections held while no worker can adopt them
         self.new_master: int | None = None  # USR2: the new master, our child, while it starts
         self.handed_over = False  # a new master serves our sockets: leave them and the pid file
@@ -494,16 +499,28 @@ class Master:
                         self.target)
 
     def _check_heartbeats(self, now: float) -> None:
+        self._note_own_stall(now)
         for worker in list(self.workers.values()):
             if worker.kill_at is not None:
                 continue
             slot = self.scoreboard.read(worker.index)
-            silent = now - max(slot.heartbeat, worker.spawned)
+            silent = now - max(slot.heartbeat, worker.spawned, self.watching_since)
             if silent > self.settings.timeout:
                 log.error("master: worker %d sent no heartbeat for %.0f s (--timeout %g): killing it",
                           worker.pid, silent, self.settings.timeout)
                 self._kill(worker, signal.SIGKILL)
                 worker.kill_at = now
+
+    def _note_own_stall(self, now: float) -> None:
+        """When the master itself did not run for a while, the workers did
+        not either (the whole host or cgroup stalled) or nobody watched:
+        their silence is counted anew, rather than all killed at once as
+        the master wakes, each a beat short of its next heartbeat."""
+        last, self.heartbeats_checked = self.heartbeats_checked, now
+        if last is not None and now - last > _LOOP_INTERVAL + _STALLED:
+            log.warning("master: did not run for %.1f s (a stalled host?): the workers' heartbeats "
+                        "are counted from now", now - last)
+            self.watching_since = now
 
     def _kill_overdue(self, now: float) -> None:
         for worker in self.workers.values():

@@ -69,6 +69,29 @@ def test_a_silent_worker_is_killed_and_replaced(start_wsgi_fcgi):
             pass
 
 
+def test_a_stall_of_the_whole_host_kills_no_worker(start_wsgi_fcgi):
+    # Master and worker stopped together past --timeout (a throttled cgroup,
+    # a suspended VM); the master resumes first and must not take the
+    # worker's silence for a stuck loop.
+    server = start_wsgi_fcgi("masterapp:app", "--timeout", "2", *STATUS)
+    (worker,) = _ready(server.address, 1)
+    os.kill(server.pid, signal.SIGSTOP)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        time.sleep(3)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        try:
+            os.kill(worker, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # killed as stuck: the assertions below say so
+    time.sleep(1.5)
+    assert worker_pids(server.address, "/status") == {worker}
+    log = server.log()
+    assert "sent no heartbeat" not in log and "master: did not run for 3." in log
+
+
 def test_an_app_that_cannot_load_stops_the_master_with_one_line(start_wsgi_fcgi):
     server = start_wsgi_fcgi("no_such_module_here:app", "--workers", "3", wait=False)
     assert server.wait(20) == 1

@@ -140,6 +140,23 @@ def test_a_silent_worker_is_killed_after_timeout():
     assert (worker.pid, signal.SIGKILL) in master.signals_sent
 
 
+def test_a_master_that_did_not_run_counts_the_silence_anew():
+    master = DryMaster(workers=1, timeout=5)
+    master.tick()
+    master.all_ready()
+    (worker,) = master.workers.values()
+    worker.spawned -= 10
+    slot = master.scoreboard.read(worker.index)
+    slot.heartbeat = time.monotonic() - 6  # silent while the host was stalled ...
+    master.scoreboard.write(worker.index, slot)
+    master.heartbeats_checked -= 6  # ... the master too
+    master.tick()
+    assert not master.signals_sent
+    master.watching_since -= 6  # a whole --timeout later, still silent
+    master.tick()
+    assert (worker.pid, signal.SIGKILL) in master.signals_sent
+
+
 def test_reload_starts_new_workers_and_stops_the_old_once_they_are_ready():
     master = booted(workers=2)
     old = set(master.workers)
