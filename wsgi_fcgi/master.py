@@ -506,8 +506,9 @@ class Master:
             slot = self.scoreboard.read(worker.index)
             silent = now - max(slot.heartbeat, worker.spawned, self.watching_since)
             if silent > self.settings.timeout:
-                log.error("master: worker %d sent no heartbeat for %.0f s (--timeout %g): killing it",
-                          worker.pid, silent, self.settings.timeout)
+                log.error("master: worker %d %s for %.0f s (--timeout %g): killing it", worker.pid,
+                          "still loading the app" if slot.state in (FREE, STARTING) else "sent no heartbeat",
+                          silent, self.settings.timeout)
                 self._kill(worker, signal.SIGKILL)
                 worker.kill_at = now
 

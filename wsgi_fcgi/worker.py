@@ -106,7 +106,9 @@ class Worker:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         prepare_to_serve()
         self.slot.state = READY
-        self.slot.idle_since = time.monotonic()
+        # Alive now: the loop's first tick is a second away, and the app's
+        # import may have taken most of --timeout since the fork.
+        self.slot.heartbeat = self.slot.idle_since = time.monotonic()
         self.publish()
         if self.master_pid is None:  # --no-master: this process is the service systemd watches
             systemd.ready("serving with %d threads (--no-master)" % self.settings.threads)

@@ -69,6 +69,16 @@ def test_a_silent_worker_is_killed_and_replaced(start_wsgi_fcgi):
             pass
 
 
+def test_a_worker_slow_to_load_its_app_is_not_taken_for_silent(start_wsgi_fcgi):
+    # Its heartbeat dates from its readiness, not from its fork: an import
+    # of most of --timeout put its first tick (a second after) past it.
+    server = start_wsgi_fcgi("masterapp:app", "--timeout", "2", *STATUS, env={"MASTERAPP_IMPORT_SECONDS": "1.5"})
+    (worker,) = _ready(server.address, 1)
+    time.sleep(2)
+    assert worker_pids(server.address, "/status") == {worker}
+    assert "sent no heartbeat" not in server.log()
+
+
 def test_a_stall_of_the_whole_host_kills_no_worker(start_wsgi_fcgi):
     # Master and worker stopped together past --timeout (a throttled cgroup,
     # a suspended VM); the master resumes first and must not take the

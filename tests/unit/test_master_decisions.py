@@ -140,6 +140,17 @@ def test_a_silent_worker_is_killed_after_timeout():
     assert (worker.pid, signal.SIGKILL) in master.signals_sent
 
 
+def test_a_worker_loading_its_app_past_timeout_is_killed_and_said_so(caplog):
+    master = DryMaster(workers=1, timeout=5)
+    master.tick()
+    (worker,) = master.workers.values()
+    worker.spawned -= 6
+    master.set_state(worker, STARTING, heartbeat=worker.spawned)
+    master.tick()
+    assert (worker.pid, signal.SIGKILL) in master.signals_sent
+    assert "worker %d still loading the app for 6 s (--timeout 5)" % worker.pid in caplog.text
+
+
 def test_a_master_that_did_not_run_counts_the_silence_anew():
     master = DryMaster(workers=1, timeout=5)
     master.tick()
