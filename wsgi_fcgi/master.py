@@ -107,6 +107,7 @@ class Master:
         self.max_reached = 0  # how often that began
         self.connection_waiting = False
         self.watch_after = 0.0
+        self.slots_full = False  # a worker wanted and no scoreboard slot left for it (logged)
         self.heartbeats_checked: float | None = None
         self.watching_since = 0.0  # workers' silence counts from here at the earliest
         self.parked: list[socket.socket] = []  # kept connections held while no worker can adopt them
@@ -278,8 +279,13 @@ class Master:
         used = {w.index for w in self.workers.values()}
         index = next((i for i in range(self.scoreboard.slots) if i not in used), None)
         if index is None:
-            log.error("master: no free scoreboard slot; not starting a worker")
+            if not self.slots_full:  # once, not at every round until a worker exits
+                self.slots_full = True
+                stopping = sum(1 for w in self.workers.values() if w.stop_sent)
+                log.error("master: no free scoreboard slot (%d workers, %d of them stopping); "
+                          "starting a worker once one exits", len(self.workers), stopping)
             return None
+        self.slots_full = False
         sys.stdout.flush()
         sys.stderr.flush()
         # A stop signal sent to the new worker before it has its own handlers

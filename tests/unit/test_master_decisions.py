@@ -228,3 +228,14 @@ def test_a_dynamic_pool_keeps_its_spare_workers(busy, expected):
     master.next_pool_tick = 0
     master.tick()
     assert len(master.live_pids()) == expected
+
+
+def test_a_full_scoreboard_is_logged_once_not_at_every_round(caplog):
+    master = DryMaster(workers=1)
+    for _ in range(master.scoreboard.slots):
+        master.spawn()  # the dry spawn: a slot each
+    for worker in list(master.workers.values())[:3]:
+        worker.stop_sent = True
+    assert Master.spawn(master) is None and Master.spawn(master) is None
+    assert caplog.text.count("no free scoreboard slot") == 1
+    assert "(66 workers, 3 of them stopping)" in caplog.text
