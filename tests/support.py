@@ -418,9 +418,15 @@ class RequestLoop:
 
 
 def process_stats(pid: int) -> dict:
-    """Resident memory (KiB), threads and open file descriptors of a live process, from /proc."""
-    status = Path("/proc/%d/status" % pid).read_text()
+    """Resident memory (KiB), threads and open file descriptors of a live process, from /proc.
+    ProcessLookupError for one that exited (a zombie has no memory left)."""
+    try:
+        status = Path("/proc/%d/status" % pid).read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError("process %d is gone" % pid) from None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:
+        raise ProcessLookupError("process %d exited" % pid)
     return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
             "fds": len(os.listdir("/proc/%d/fd" % pid))}
 
