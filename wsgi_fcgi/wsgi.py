@@ -176,10 +176,15 @@ def declared_length(head: bytes) -> int | None:
 class Response:
     """`start_response`, `write` and the head-before-body rule of one request."""
 
-    __slots__ = ("transport", "head", "head_sent", "status", "bytes_sent", "finished", "body_left")
+    __slots__ = ("transport", "head_only", "head", "head_sent", "status", "bytes_sent", "finished", "body_left")
 
-    def __init__(self, transport) -> None:
+    def __init__(self, transport, head_only: bool = False) -> None:
         self.transport = transport
+        # A HEAD request: RFC 3875 4.3.3, "the script MUST NOT provide a
+        # response message-body for a HEAD request".  Its body is not sent
+        # (the web server would read and drop it: a HEAD of a large download
+        # read the whole file), and the app's iterable stops once the head is out.
+        self.head_only = head_only
         self.head: bytes | None = None
         self.head_sent = False
         self.status: str | None = None
@@ -234,7 +239,10 @@ class Response:
                 raise AssertionError("the app sent body data before calling start_response()")
             self.head_sent = True
             head = self.head
-            if not end:  # more may follow: the declared length tells when the body is complete
+            if self.head_only:
+                data, end = b"", True
+                self.finished = True
+            elif not end:  # more may follow: the declared length tells when the body is complete
                 self.body_left = declared_length(head)
         if not end and self.body_left is not None:
             data, end = self._within_length(data, self.body_left)
@@ -265,7 +273,7 @@ class Response:
 
 def run_app(app: WSGIApp, environ: dict, transport) -> Response:
     """Call the app and stream its answer; never raises for the app's faults."""
-    response = Response(transport)
+    response = Response(transport, environ.get("REQUEST_METHOD") == "HEAD")
     environ["wsgi_fcgi.finish_request"] = response.finish_request
     try:
         result = app(environ, response.start_response)
@@ -277,6 +285,8 @@ def run_app(app: WSGIApp, environ: dict, transport) -> Response:
                     if chunk:
                         if not response.send(chunk, end=False):
                             raise ClientGone("request aborted or connection lost")
+                        if response.head_only:
+                            break  # the head is out, and nothing else of a HEAD's answer
                     elif transport.aborted:  # an empty chunk (a heartbeat) is checked too
                         raise ClientGone("request aborted or connection lost")
                 response.send(b"", end=True)

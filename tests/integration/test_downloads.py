@@ -42,6 +42,23 @@ def test_a_download_through_nginx_is_whole(start_site, blob, route):
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.parametrize("route", ["/flask", "/django"])
+def test_a_head_of_a_download_sends_no_body(start_site, server, blob, route):
+    # RFC 3875 4.3.3: no body for HEAD; the web server drops one anyway, so
+    # sending it only read the whole file for nothing.
+    with FcgiConnection(server.address) as conn:
+        conn.send_request(1, route, method="HEAD")
+        response = conn.wait_ended(1)[1]
+        assert response.status == 200 and int(response.header("Content-Length")) == SIZE
+        assert response.body == b""
+    url, _ = start_site("wsgi-fcgi-tcp.conf", "downloadapp:app", env={"DOWNLOAD_FILE": str(blob)})
+    with requests.Session() as session:  # and the kept connection serves on
+        for method in ("HEAD", "GET", "HEAD"):
+            r = session.request(method, url + route, timeout=30)
+            assert r.status_code == 200 and int(r.headers["Content-Length"]) == SIZE
+            assert len(r.content) == (SIZE if method == "GET" else 0)
+
+
 def test_a_range_of_a_download_through_nginx(start_site, blob):
     url, _ = start_site("wsgi-fcgi-tcp.conf", "downloadapp:app", env={"DOWNLOAD_FILE": str(blob)})
     r = requests.get(url + "/flask", headers={"Range": "bytes=1000-3000000"}, timeout=30)

@@ -332,6 +332,35 @@ def test_a_body_shorter_than_its_content_length_ends_after_the_iterable():
     assert transport.sent == [(b"Status: 200 OK\r\nContent-Length: 100\r\n\r\nshort", False), (b"", True)]
 
 
+def test_a_head_request_gets_the_head_and_no_body():
+    # RFC 3875 4.3.3: the script MUST NOT provide a body for HEAD
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "5")])
+        return [b"hello"]
+    transport = Recorder()
+    response = run_app(app, dict(ENVIRON, REQUEST_METHOD="HEAD"), transport)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Length: 5\r\n\r\n", True)]
+    assert response.bytes_sent == len(transport.output)
+
+
+def test_a_head_request_stops_the_iterable_once_the_head_is_out():
+    produced, closed = [], []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        write(b"by write()")
+        try:
+            for block in range(1000):  # a large download
+                produced.append(block)
+                yield b"x" * 4096
+        finally:
+            closed.append(True)
+    transport = Recorder()
+    run_app(app, dict(ENVIRON, REQUEST_METHOD="HEAD"), transport)
+    assert transport.sent == [(b"Status: 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n", True)]
+    assert produced == [0] and closed == [True]
+
+
 def test_output_past_the_content_length_is_dropped_with_one_warning(caplog):
     closed = []
 
