@@ -440,6 +440,21 @@ def environ_of(url: str, **kw) -> dict:
     return response.json()["environ"]
 
 
+def assert_head_then_get(url: str) -> None:
+    """HEAD then GET `url` (envapp behind some front end) on one kept client
+    connection.  wsgi_fcgi answers HEAD with the head alone while its
+    Content-Length names the GET's body (RFC 3875 4.3.3): a front end that
+    waited for those bytes would hold the HEAD, and the GET behind it."""
+    import requests
+
+    with requests.Session() as session:
+        head = session.head(url, timeout=10)
+        assert head.status_code == 200, head.text
+        assert int(head.headers.get("Content-Length", "1")) > 0
+        get = session.get(url, timeout=10)
+        assert get.status_code == 200 and get.json()["environ"]["REQUEST_METHOD"] == "GET"
+
+
 def children_of(pid: int) -> set:
     """Pids of the live child processes of `pid` (from /proc; zombies left out)."""
     found = set()

@@ -4,7 +4,7 @@ proxy-fcgi-pathinfo setting."""
 
 import pytest
 import requests
-from support import LATIN1_CAFE, WsgiFcgi, environ_of
+from support import LATIN1_CAFE, WsgiFcgi, assert_head_then_get, environ_of
 
 from frontends import Apache, shipped
 
@@ -87,3 +87,7 @@ def test_proxypass_with_proxy_fcgi_pathinfo_unescape(tmp_path):
     finally:
         apache.stop()
         backend.stop()
+
+
+def test_head_then_get_on_one_connection(proxypass):
+    assert_head_then_get(proxypass.url + "/app/x?q=1")

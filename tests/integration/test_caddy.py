@@ -7,7 +7,7 @@ import json
 
 import pytest
 import requests
-from support import LATIN1_CAFE, environ_of, free_port
+from support import LATIN1_CAFE, assert_head_then_get, environ_of, free_port
 
 from frontends import Caddy, shipped
 
@@ -71,3 +71,7 @@ def test_split_path(split_site, path, path_info):
 def test_split_path_other_paths_are_not_proxied(split_site):
     response = requests.get(split_site.url + "/other", timeout=10)
     assert "environ" not in response.text
+
+
+def test_head_then_get_on_one_connection(root_site):
+    assert_head_then_get(root_site.url + "/x?q=1")

@@ -5,7 +5,7 @@ import os
 
 import pytest
 import requests
-from support import LATIN1_CAFE, ROOT, environ_of, free_port
+from support import LATIN1_CAFE, ROOT, assert_head_then_get, environ_of, free_port
 
 from frontends import H2O
 
@@ -57,3 +57,7 @@ def test_prefix_app_gets_h2os_normalised_path(site):
     # Normalised to /secret: H2O gives it to the root app, not to /app.
     environ = environ_of(site.url + "/app/%2e%2e/secret")
     assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("", "/secret")
+
+
+def test_head_then_get_on_one_connection(site):
+    assert_head_then_get(site.url + "/x?q=1")

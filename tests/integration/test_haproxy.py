@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from support import WsgiFcgi, free_port, wait_for
+from support import WsgiFcgi, assert_head_then_get, free_port, wait_for
 
 from frontends import Haproxy, shipped
 
@@ -137,3 +137,7 @@ def test_failing_health_check_takes_the_server_out(backend, tmp_path):
         assert requests.get(proxy.url + "/", timeout=10).status_code == 503
     finally:
         proxy.stop()
+
+
+def test_head_then_get_on_one_connection(haproxy):
+    assert_head_then_get(haproxy.url + "/x?q=1")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import requests
-from support import APPS, WsgiFcgi, environ_of
+from support import APPS, WsgiFcgi, assert_head_then_get, environ_of
 
 from frontends import Lighttpd, shipped
 
@@ -110,3 +110,7 @@ def test_authorizer_refusal_reaches_the_client(guarded_site, headers, status, bo
         assert (response.status_code, response.text) == (status, body)
         if status == 401:
             assert response.headers["WWW-Authenticate"] == 'Bearer realm="test"'
+
+
+def test_head_then_get_on_one_connection(root_site):
+    assert_head_then_get(root_site.url + "/x?q=1")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import APPS, ROOT, wait_for
+from support import APPS, ROOT, assert_head_then_get, wait_for
 
 from frontends import Apache
 
@@ -87,3 +87,7 @@ def test_processes_go_when_apache_stops(tmp_path):
     finally:
         apache.stop()
     wait_for(lambda: not os.path.exists("/proc/%d" % pid), 15, what="the .fcgi process to exit")
+
+
+def test_head_then_get_on_one_connection(site):
+    assert_head_then_get(site.url + "/app.fcgi/x?q=1")
