@@ -43,6 +43,7 @@ _is_header_name = functools.lru_cache(maxsize=1024)(lambda name: _HEADER_NAME(na
 
 INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 21\r\n\r\nInternal Server Error")
+INTERNAL_ERROR_HEAD = INTERNAL_ERROR[:INTERNAL_ERROR.index(b"\r\n\r\n") + 4]  # for HEAD (Response.head_only)
 
 
 def simple_response(status: str, body: str) -> bytes:
@@ -309,8 +310,9 @@ def app_fault(response: Response, environ: dict, exc_info) -> None:
     if not response.head_sent:
         response.head_sent = True
         response.status = "500 Internal Server Error"
-        response.bytes_sent += len(INTERNAL_ERROR)
-        response.transport.send(INTERNAL_ERROR, True)
+        answer = INTERNAL_ERROR_HEAD if response.head_only else INTERNAL_ERROR
+        response.bytes_sent += len(answer)
+        response.transport.send(answer, True)
     else:
         response.transport.truncate()
 

@@ -343,6 +343,15 @@ def test_a_head_request_gets_the_head_and_no_body():
     assert response.bytes_sent == len(transport.output)
 
 
+def test_a_head_request_that_fails_gets_the_500_head_alone():
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+    transport = Recorder()
+    run_app(app, dict(ENVIRON, REQUEST_METHOD="HEAD"), transport)
+    assert transport.sent == [(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                               b"Content-Length: 21\r\n\r\n", True)]
+
+
 def test_a_head_request_stops_the_iterable_once_the_head_is_out():
     produced, closed = [], []
 
