@@ -41,7 +41,7 @@ from . import accesslog, build_description, proctitle, systemd
 from .errors import ConfigError, fail
 from .handoff import Handoff
 from .listeners import remove_unix_socket
-from .scoreboard import FREE, READY, RETIRING, STARTING, Scoreboard
+from .scoreboard import LOADING, READY, RETIRING, STARTING, Scoreboard
 from .settings import SettingError, reread
 from .worker import BOOT_FAILED, Worker
 
@@ -513,7 +513,7 @@ class Master:
             silent = now - max(slot.heartbeat, worker.spawned, self.watching_since)
             if silent > self.settings.timeout:
                 log.error("master: worker %d %s for %.0f s (--timeout %g): killing it", worker.pid,
-                          "still loading the app" if slot.state in (FREE, STARTING) else "sent no heartbeat",
+                          "still loading the app" if slot.state in LOADING else "sent no heartbeat",
                           silent, self.settings.timeout)
                 self._kill(worker, signal.SIGKILL)
                 worker.kill_at = now
@@ -576,7 +576,7 @@ class Master:
         the scoreboard was full.  The workers serving go on until the new
         ones are ready, as at any reload."""
         starting = [w for w in self.workers.values()
-                    if not w.stop_sent and self.scoreboard.read(w.index).state in (FREE, STARTING)]
+                    if not w.stop_sent and self.scoreboard.read(w.index).state in LOADING]
         for worker in starting:
             self._stop_worker(worker, signal.SIGTERM)
         return len(starting)

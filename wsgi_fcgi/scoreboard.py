@@ -31,6 +31,8 @@ from dataclasses import dataclass, fields
 #: slot states
 FREE, STARTING, READY, RETIRING, STOPPING = range(5)
 STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready", RETIRING: "retiring", STOPPING: "stopping"}
+#: a worker's slot before it said READY: forked (FREE until its first write) and loading the app
+LOADING = (FREE, STARTING)
 
 #: the master's start time (wall clock), then the pool as the master runs it:
 #: its --pm mode, the most workers it may run, how often it wanted more than that
