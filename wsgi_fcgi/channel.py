@@ -72,6 +72,9 @@ _GATHER_SIZE = 32 * 1024
 #: The most credit a request saves for writing behind (Channel._write_chunk_locked): an app that
 #: stops yielding in bursts spends it within a few queues.
 _BEHIND_CREDIT_MAX = 64
+#: The answer to an HTTP request sent here, before the connection closes.
+_NOT_FASTCGI_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 55\r\n"
+                       b"Connection: close\r\n\r\nThis address serves FastCGI to a web server, not HTTP.\n")
 #: How long a closing connection may take to send us its unread input.
 DRAIN_TIMEOUT = 5.0
 #: How long a stopping server waits for the first request of a connection it
@@ -193,8 +196,7 @@ class Channel:
         try:
             events = self.conn.receive_data(view[:size])
         except p.ProtocolError as exc:
-            log.warning("%r: protocol error, closing the connection: %s", self, exc)
-            self.lose("protocol error")
+            self._on_protocol_error(exc)
             return
         # --read-timeout counts from the first byte of a record, so a peer
         # trickling a byte at a time (slowloris) cannot hold it open forever.
@@ -207,6 +209,26 @@ class Channel:
                 break  # dropped while handling an earlier record
             self._handle(event)
         self.server.schedule_admitted()
+
+    def _on_protocol_error(self, exc: p.ProtocolError) -> None:
+        """Invalid input: the connection cannot go on (records have no
+        resynchronisation marker).  An HTTP client that came here straight
+        gets a 400 that says why, rather than an empty reply."""
+        if not isinstance(exc, p.ForeignProtocol):
+            log.warning("%r: protocol error, closing the connection: %s", self, exc)
+            self.lose("protocol error")
+            return
+        log.warning("%r: closing the connection: %s", self, exc)
+        if exc.protocol != "HTTP" or self.had_request or self.requests:
+            self.lose("not FastCGI")
+            return
+        with self.output.lock:
+            if self.output.write_locked(_NOT_FASTCGI_ANSWER):
+                self.output.shutdown_locked()
+                self._set_state(DRAINING, "an HTTP request")
+            else:
+                self._set_state(LOST, self.output.failed or "write failed")
+        self.server.loop.update_interest(self)
 
     def _handle(self, event) -> None:
         kind = type(event)

@@ -9,6 +9,7 @@ specification 1.0 (Open Market, 1996).
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -83,6 +84,39 @@ class ProtocolError(Exception):
     """The peer sent bytes that are not valid FastCGI 1.0."""
 
 
+class ForeignProtocol(ProtocolError):
+    """The peer speaks another protocol: a web server configured for it (or an
+    HTTP client sent straight here).  `protocol`: "HTTP", "TLS", "SCGI", "uwsgi"."""
+
+    def __init__(self, message: str, protocol: str) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+
+
+# What the first bytes of another protocol look like where a FastCGI header
+# was expected (its version byte is 1), with what to change: the mistakes of
+# a web server pointed here (nginx's proxy_pass, uwsgi_pass, scgi_pass).
+_FOREIGN_PROTOCOLS = (
+    ("HTTP", re.compile(rb"(?:GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PRI) "),
+     "an HTTP request: this address takes FastCGI from a web server (nginx: fastcgi_pass, not proxy_pass); "
+     "HTTP clients go to the web server"),
+    ("TLS", re.compile(rb"\x16\x03[\x00-\x04]"),
+     "a TLS handshake: this address takes plain FastCGI from a web server, not https"),
+    ("SCGI", re.compile(rb"[1-9][0-9]{0,6}:C"),  # a netstring, CONTENT_LENGTH first
+     "an SCGI request: this address takes FastCGI (nginx: fastcgi_pass, not scgi_pass)"),
+    ("uwsgi", re.compile(rb"\x00(?!\x00\x00)..\x00", re.S),  # modifier1 0, a 16-bit size, modifier2 0
+     "a uwsgi packet: this address takes FastCGI (nginx: fastcgi_pass, not uwsgi_pass)"),
+)
+
+
+def _bad_header(data: BytesLike, offset: int, version: int) -> ProtocolError:
+    head = bytes(data[offset:offset + HEADER_LEN])
+    for name, pattern, explanation in _FOREIGN_PROTOCOLS:
+        if pattern.match(head):
+            return ForeignProtocol("not FastCGI but %s (first bytes %r)" % (explanation, head), name)
+    return ProtocolError("unsupported FastCGI version %d (record header %r)" % (version, head))
+
+
 # The hot paths build their NamedTuples with tuple.__new__: a NamedTuple's own
 # __new__ is a Python function (namedtuple compiles it from a string), one
 # interpreted call per record even in the compiled core.  Same object.
@@ -154,8 +188,7 @@ class RecordParser:
         while size - offset >= HEADER_LEN:
             version, rtype, request_id, content_len, padding_len = unpack(data, offset)
             if version != VERSION_1:
-                raise ProtocolError("unsupported FastCGI version %d (record header %r)"
-                                    % (version, bytes(data[offset:offset + HEADER_LEN])))
+                raise _bad_header(data, offset, version)
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:

@@ -11,7 +11,7 @@ import os
 import socket
 
 import pytest
-from support import FcgiConnection, WsgiFcgi, process_stats, wait_for
+from support import FcgiConnection, WsgiFcgi, process_stats, read_until_eof, wait_for
 
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
@@ -46,8 +46,15 @@ CLOSING = {
     "huge-value-length": BEGIN + p.encode_record(p.PARAMS, 1, b"\x01\xff\xff\xff\xf0a") + p.encode_record(p.PARAMS, 1),
     "name-length-truncated": BEGIN + p.encode_record(p.PARAMS, 1, b"\x80\x00") + p.encode_record(p.PARAMS, 1),
     "get-values-huge-length": p.encode_record(p.GET_VALUES, 0, b"\x80\0\0\x10\x05abc"),
-    "http-request-instead-of-fastcgi": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
     "tls-client-hello": bytes.fromhex("16030100a5010000a10303") + os.urandom(64),
+}
+
+#: name -> an HTTP request sent straight to the FastCGI address (a browser,
+#: curl, nginx's proxy_pass): answered with a 400 that says why, then closed
+HTTP_REQUESTS = {
+    "get": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "post-with-a-body": b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % (4 * MIB)
+    + b"x" * (4 * MIB),
 }
 
 #: name -> bytes the spec lets the server ignore or answer itself; the
@@ -131,6 +138,45 @@ def test_invalid_input_closes_the_connection(server, name):
     assert_healthy(server)
 
 
+def http_exchange(server, request: bytes, trickle: bool = False) -> bytes:
+    """What the server answers `request` with, up to its close."""
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if trickle:
+            for byte in request:
+                sock.send(bytes([byte]))
+        else:
+            sock.sendall(request)
+        return read_until_eof(sock)
+
+
+@pytest.mark.parametrize("name", sorted(HTTP_REQUESTS))
+def test_an_http_request_gets_a_400_that_says_why(server, name):
+    answer = http_exchange(server, HTTP_REQUESTS[name])
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert answer.endswith(b"\r\n\r\nThis address serves FastCGI to a web server, not HTTP.\n"), answer
+    wait_for(lambda: "not FastCGI but an HTTP request" in server.log(), 5, what="the log line")
+    assert "nginx: fastcgi_pass, not proxy_pass" in server.log()
+    assert_healthy(server)
+    wait_fds_back(server)
+
+
+def test_an_http_request_trickled_a_byte_at_a_time_is_recognised(server):
+    answer = http_exchange(server, HTTP_REQUESTS["get"], trickle=True)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    assert_healthy(server)
+
+
+def test_an_http_request_after_fastcgi_on_the_same_connection_is_only_closed(server):
+    with FcgiConnection(server.address, timeout=10) as conn:
+        conn.send_request(1, "/first", keep_conn=True)
+        assert conn.wait_ended(1)[1].status == 200
+        send_tolerating_reset(conn, HTTP_REQUESTS["get"])
+        read_to_eof(conn)
+        assert conn.eof and all(r.type in (p.STDOUT, p.END_REQUEST) for r in conn.records), conn.records
+    assert_healthy(server)
+
+
 @pytest.mark.parametrize("name", sorted(IGNORED))
 def test_ignorable_input_leaves_the_connection_usable(server, name):
     with FcgiConnection(server.address, timeout=10) as conn:
@@ -179,6 +225,8 @@ def test_every_case_repeated_leaks_nothing(server):
             with FcgiConnection(server.address, timeout=10) as conn:
                 send_tolerating_reset(conn, data)
                 read_to_eof(conn)
+        for data in HTTP_REQUESTS.values():
+            http_exchange(server, data)
         for data in TRUNCATED.values():
             conn = FcgiConnection(server.address, timeout=10)
             conn.send(data)
@@ -193,4 +241,4 @@ def test_every_case_repeated_leaks_nothing(server):
     wait_fds_back(server)
     grown = process_stats(server.pid)["rss_kib"] - after_first
     assert grown < 8 * 1024, "resident memory grew %d KiB over 15 rounds" % grown
-    print("malformed cases tried: %d" % (16 * (len(CLOSING) + len(TRUNCATED))))
+    print("malformed cases tried: %d" % (16 * (len(CLOSING) + len(HTTP_REQUESTS) + len(TRUNCATED))))

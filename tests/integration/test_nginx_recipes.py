@@ -20,7 +20,10 @@ from support import (
     fastcgi_location,
     free_port,
     shipped_nginx_conf,
+    wait_for,
 )
+
+from wsgi_fcgi import client
 
 
 def start_recipe(tmp, name, backend, **replace):
@@ -195,3 +198,33 @@ def test_the_protected_location_is_internal(accel_site):
     # a name the app does not vouch for never reaches the header
     assert requests.get(accel_site.url + "/accel/nothing.bin", timeout=10).status_code == 404
     assert requests.get(accel_site.url + "/accel/..%2Ffiles%2Fother.bin", timeout=10).status_code == 404
+
+
+#: A location passing to wsgi_fcgi with another protocol's directive (a
+#: config copied from a uWSGI, SCGI or reverse-proxy setup): what the client
+#: gets, and the worker's log line saying which directive to change.
+WRONG_PASSES = {
+    "proxy_pass": ("proxy_pass http://{address};", 400, "nginx: fastcgi_pass, not proxy_pass"),
+    "uwsgi_pass": ("uwsgi_param REQUEST_METHOD $request_method; uwsgi_param PATH_INFO $uri; uwsgi_pass {address};",
+                   502, "nginx: fastcgi_pass, not uwsgi_pass"),
+    "scgi_pass": ("scgi_param REQUEST_METHOD $request_method; scgi_pass {address};",
+                  502, "nginx: fastcgi_pass, not scgi_pass"),
+}
+
+
+@pytest.mark.parametrize("directive", sorted(WRONG_PASSES))
+def test_a_location_with_another_protocols_pass_is_named_in_the_log(envapp, tmp_path, directive):
+    config, status, hint = WRONG_PASSES[directive]
+    nginx = Nginx(tmp_path, "location / { %s }" % config.format(address=envapp.address))
+    try:
+        for method in ("GET", "POST"):
+            response = requests.request(method, nginx.url + "/page", data=b"x" * 1000 if method == "POST" else None,
+                                        timeout=10)
+            assert response.status_code == status, (method, response.status_code, response.text)
+        if directive == "proxy_pass":
+            assert response.text == "This address serves FastCGI to a web server, not HTTP.\n"
+        wait_for(lambda: hint in envapp.log(), 5, what="the log line naming %s" % directive)
+        assert envapp.proc.poll() is None
+    finally:
+        nginx.stop()
+    assert client.request(envapp.address, "GET", "/after").status == 200

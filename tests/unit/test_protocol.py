@@ -281,6 +281,42 @@ def test_bad_version_after_good_records_raises():
         parser.feed(b"\x00" * 8)
 
 
+# What a web server configured for another protocol sends (nginx's
+# proxy_pass, uwsgi_pass, scgi_pass), or a client that came here straight.
+FOREIGN_STARTS = {
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n": "HTTP",
+    b"POST /form HTTP/1.0\r\n": "HTTP",
+    b"OPTIONS * HTTP/1.1\r\n": "HTTP",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": "HTTP",
+    bytes.fromhex("16030100a5010000a10303") + b"\x00" * 32: "TLS",
+    b"70:CONTENT_LENGTH\x000\x00SCGI\x001\x00": "SCGI",
+    b"\x00\x9c\x01\x00\x0e\x00REQUEST_METHOD\x03\x00GET": "uwsgi",
+}
+
+
+@pytest.mark.parametrize("data", sorted(FOREIGN_STARTS), ids=lambda data: FOREIGN_STARTS[data])
+def test_another_protocol_is_named(data):
+    with pytest.raises(p.ForeignProtocol) as caught:
+        p.RecordParser().feed(data)
+    assert caught.value.protocol == FOREIGN_STARTS[data]
+    assert isinstance(caught.value, p.ProtocolError) and "not FastCGI" in str(caught.value)
+
+
+def test_another_protocol_is_named_when_its_first_bytes_trickle_in():
+    parser = p.RecordParser()
+    assert parser.feed(b"G") == [] and parser.feed(b"ET / H") == []
+    with pytest.raises(p.ForeignProtocol, match="proxy_pass"):
+        parser.feed(b"TTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("data", [b"GETX / HTTP/1.1", b"get / http/1.1", b"\x00" * 8, b"\x02\x01\x00\x01\x00\x00\x00\x00",
+                                  b"\x16\x05\x00\x00\x00\x00\x00\x00"])
+def test_other_bad_headers_are_plain_protocol_errors(data):
+    with pytest.raises(p.ProtocolError, match="version") as caught:
+        p.RecordParser().feed(data)
+    assert not isinstance(caught.value, p.ForeignProtocol)
+
+
 @pytest.mark.parametrize("decode", [p.decode_begin_request, p.decode_end_request, p.decode_unknown_type])
 @pytest.mark.parametrize("size", [0, 7, 9, 16])
 def test_fixed_size_bodies_of_wrong_size_raise_protocol_error(decode, size):
