@@ -5,11 +5,13 @@ States, changed only in `Channel._set_state` (with the write lock held):
     OPEN       reading and serving requests; idle between them (keep-alive)
     CLOSING    still serving what comes, but closed (or handed to another
                worker) at the first moment it is idle: FCGI_KEEP_CONN clear,
-               or the server is stopping
+               or the server is stopping; after a protocol error, reading
+               nothing more, closed once the requests already whole are answered
     DRAINING   our FIN is sent; reading and dropping the peer's input until it
                closes too (closing with unread input would send a reset)
-    LOST       the socket failed (reset, write error, timeout, protocol
-               error): every live request is aborted; the loop closes it
+    LOST       the socket failed (reset, write error, timeout, a protocol
+               error with nothing in flight): every live request is aborted;
+               the loop closes it
     CLOSED     the socket is closed or belongs to another worker now
 
 Which thread may do what:
@@ -191,8 +193,8 @@ class Channel:
         if not size:
             self.on_peer_closed()
             return
-        if self.state is DRAINING:
-            return  # the rest of a connection we are closing: dropped
+        if self.state is not OPEN and self._drops_input():
+            return
         try:
             events = self.conn.receive_data(view[:size])
         except p.ProtocolError as exc:
@@ -208,27 +210,54 @@ class Channel:
             if self.state is LOST or self.state is CLOSED:
                 break  # dropped while handling an earlier record
             self._handle(event)
+        if self.conn.error is not None:  # after the events of the records before it
+            self._on_protocol_error(self.conn.error)
         self.server.schedule_admitted()
 
     def _on_protocol_error(self, exc: p.ProtocolError) -> None:
-        """Invalid input: the connection cannot go on (records have no
-        resynchronisation marker).  An HTTP client that came here straight
-        gets a 400 that says why, rather than an empty reply."""
-        if not isinstance(exc, p.ForeignProtocol):
+        """Invalid input: nothing more can be read (records have no
+        resynchronisation marker).  The requests whose input was complete
+        before it are still answered, then the connection closes; an HTTP
+        client that came here straight gets a 400 that says why."""
+        if self.state is LOST or self.state is CLOSED:
+            return
+        if isinstance(exc, p.ForeignProtocol) and exc.protocol == "HTTP" and not self.had_request:
+            log.warning("%r: protocol error, closing the connection: %s", self, exc)
+            self._answer_and_drain(_NOT_FASTCGI_ANSWER, "an HTTP request")
+            return
+        self.record_started = None
+        if not (self.requests or self.live or self.output.pending):
             log.warning("%r: protocol error, closing the connection: %s", self, exc)
             self.lose("protocol error")
             return
-        log.warning("%r: closing the connection: %s", self, exc)
-        if exc.protocol != "HTTP" or self.had_request or self.requests:
-            self.lose("not FastCGI")
-            return
+        log.warning("%r: protocol error, closing the connection once the requests whose input came whole "
+                    "are answered: %s", self, exc)
+        self._refuse_incomplete("protocol error on the connection")
+        self.close_after_requests("protocol error")
+        self.finish_closing(time.monotonic())
+
+    def _answer_and_drain(self, data: bytes, reason: str) -> None:
+        """Send `data`, FIN, then drop the peer's input until it closes: a
+        peer still sending reads the answer rather than a reset."""
         with self.output.lock:
-            if self.output.write_locked(_NOT_FASTCGI_ANSWER):
+            if self.output.write_locked(data):
                 self.output.shutdown_locked()
-                self._set_state(DRAINING, "an HTTP request")
+                self._set_state(DRAINING, reason)
             else:
                 self._set_state(LOST, self.output.failed or "write failed")
         self.server.loop.update_interest(self)
+
+    def _refuse_incomplete(self, why: str) -> None:
+        """No more input comes: a request still waiting for some can never
+        complete and gets a 400; the others are answered as usual."""
+        for request in list(self.requests.values()):
+            if not request.input_complete():
+                self.server.refuse(request, "400 Bad Request", ClientDisconnected(why))
+        self.reap_finished()
+
+    def _drops_input(self) -> bool:
+        """The rest of a connection we are closing, or input after a protocol error."""
+        return self.state is DRAINING or (self.state is CLOSING and self.conn.error is not None)
 
     def _handle(self, event) -> None:
         kind = type(event)
@@ -263,11 +292,7 @@ class Channel:
         self.record_started = None  # a partial record can never complete now
         self.server.loop.update_interest(self)  # no more reading
         if self.state is not DRAINING:
-            for request in list(self.requests.values()):
-                if not request.input_complete():
-                    self.server.refuse(request, "400 Bad Request",
-                                       ClientDisconnected("connection closed by the web server"))
-            self.reap_finished()
+            self._refuse_incomplete("connection closed by the web server")
         if self.state is DRAINING or self.idle():
             self.close()
             return

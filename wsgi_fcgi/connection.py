@@ -98,6 +98,7 @@ class ServerConnection:
         self.max_requests = max_requests
         self.max_params_size = max_params_size
         self._params_buffered = 0  # FCGI_PARAMS bytes held for requests not started
+        self.error: p.ProtocolError | None = None  # the input was invalid from there on
 
     @property
     def live_requests(self) -> int:
@@ -123,13 +124,27 @@ class ServerConnection:
         request.params = []
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """`data` may be a view of a buffer the caller reuses: nothing keeps it."""
+        """`data` may be a view of a buffer the caller reuses: nothing keeps it.
+
+        Invalid input raises ProtocolError, kept in `error`; nothing more may be
+        fed.  When events came before it in `data`, they are returned instead,
+        and the caller handles `error` after them: a request whose input was
+        complete before a peer's bad record can still be answered."""
         events: list[Event] = []
-        for record in self._parser.feed(data):
-            if record.request_id == p.NULL_REQUEST_ID:
-                events.append(self._management(record))
-            else:
-                self._application(record, events)
+        parser = self._parser
+        try:
+            for record in parser.feed(data):
+                if record.request_id == p.NULL_REQUEST_ID:
+                    events.append(self._management(record))
+                else:
+                    self._application(record, events)
+            if parser.error is not None:  # after the whole records before it
+                raise parser.error
+        except p.ProtocolError as exc:
+            parser.fail(exc)  # raised by every later feed, no partial record held
+            self.error = exc
+            if not events:
+                raise
         return events
 
     # -- management records (spec 4) --------------------------------------

@@ -155,13 +155,16 @@ class RecordParser:
     (a 64 KiB FCGI_STDIN record is copied once, or twice when split).
     Consecutive non-empty FCGI_STDIN records of one request that are whole
     in one chunk come out as one record, their contents joined in that one
-    copy.  The first invalid header raises ProtocolError and the stream
-    cannot be resumed (records have no resynchronisation marker).
+    copy.  The first invalid header raises ProtocolError, and the stream
+    cannot be resumed (records have no resynchronisation marker); when whole
+    records came before it in the same chunk, `feed()` returns them and the
+    next `feed()` raises the error, kept in `error` (as h11 does).
     """
 
-    __slots__ = ("_head", "_type", "_request_id", "_parts", "_content_left", "_padding_left")
+    __slots__ = ("_head", "_type", "_request_id", "_parts", "_content_left", "_padding_left", "error")
 
     def __init__(self) -> None:
+        self.error: ProtocolError | None = None
         self._head = b""  # the start of a header split across chunks
         # The record whose content is split across chunks (_type -1: none).
         self._type = -1
@@ -180,7 +183,17 @@ class RecordParser:
         """Bytes held for a record split across chunks."""
         return len(self._head) + sum(map(len, self._parts))
 
+    def fail(self, error: ProtocolError) -> None:
+        """End the stream at `error`, found in records this parser returned:
+        every later `feed()` raises it, and no partial record is held."""
+        self.error = error
+        self._head = b""
+        self._type = -1
+        self._parts = []
+
     def feed(self, data: BytesLike) -> list[Record]:
+        if self.error is not None:
+            raise self.error
         records: list[Record] = []
         offset = self._resume(data, records) if self._head or self._type != -1 else 0
         size = len(data)
@@ -188,7 +201,11 @@ class RecordParser:
         while size - offset >= HEADER_LEN:
             version, rtype, request_id, content_len, padding_len = unpack(data, offset)
             if version != VERSION_1:
-                raise _bad_header(data, offset, version)
+                error = _bad_header(data, offset, version)
+                if not records:
+                    raise error
+                self.error = error
+                return records
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:

@@ -214,6 +214,38 @@ def test_protocol_error_closes_only_that_connection(server):
     assert "protocol error" in server.log()
 
 
+GARBAGE = b"\x07" + b"\0" * 15
+
+
+def test_a_request_before_garbage_in_the_same_write_is_answered(server):
+    """The records before a protocol error are whole: their request is served,
+    then the connection closes (FIN, not a reset, and nothing after it read)."""
+    with connect(server) as conn:
+        conn.send(client.encode_request(1, params("/first"), keep_conn=True) + GARBAGE
+                  + client.encode_request(2, params("/never"), keep_conn=True))
+        conn.wait_eof()
+        assert conn.response(1).body == b"ok /first"
+        assert not any(r.request_id == 2 for r in conn.records) and not conn.parser.mid_record
+    wait_for(lambda: "once the requests whose input came whole are answered" in server.log(), 5,
+             what="the protocol error's log line")
+
+
+def test_garbage_while_requests_run_ends_the_complete_ones_and_refuses_the_rest(server):
+    with connect(server) as conn:
+        conn.send(client.encode_request(1, params("/sleep?s=0.5"), keep_conn=True))
+        # request 2 has sent half of its body
+        conn.send(p.encode_begin_request(2, p.RESPONDER, p.KEEP_CONN)
+                  + p.encode_params(2, client.cgi_params("POST", "/read-body", body_length=1000))
+                  + p.encode_record(p.STDIN, 2, b"x" * 500))
+        time.sleep(0.1)
+        started = time.monotonic()
+        conn.send(GARBAGE)
+        conn.wait_eof()
+        assert conn.response(1).body == b"slept"  # waited for, not cut
+        assert conn.response(2).status == 400
+        assert time.monotonic() - started < 5
+
+
 def test_64_idle_keep_alive_connections_with_4_threads(server):
     conns = [connect(server) for _ in range(64)]
     try:

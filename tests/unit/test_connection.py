@@ -205,6 +205,37 @@ def test_stdin_after_its_end_is_a_protocol_error():
         conn.receive_data(p.encode_record(p.STDIN, 1, b"late"))
 
 
+GET_1 = begin(1, keep_conn=True) + p.encode_params(1, PARAMS) + p.encode_record(p.STDIN, 1)
+BAD_HEADER = b"\x07" + b"\0" * 7
+
+
+@pytest.mark.parametrize("bad", [BAD_HEADER, p.encode_record(p.STDIN, 1, b"late")], ids=["bad-header", "stdin-after-end"])
+def test_a_request_whole_before_bad_input_in_the_same_data_is_still_started(bad):
+    """h11's way: the events of the records before the error first, the error
+    kept for the caller to handle after them."""
+    conn = ServerConnection()
+    assert conn.receive_data(GET_1 + bad + GET_1) == [RequestStarted(1, p.RESPONDER, True, STARTED_PARAMS, True)]
+    assert isinstance(conn.error, p.ProtocolError) and not conn.mid_record
+    with pytest.raises(p.ProtocolError) as again:  # nothing more is read
+        conn.receive_data(GET_1)
+    assert again.value is conn.error
+
+
+def test_bad_input_with_no_event_before_it_raises_at_once():
+    conn = ServerConnection()
+    with pytest.raises(p.ProtocolError) as caught:
+        conn.receive_data(begin(1) + BAD_HEADER)
+    assert conn.error is caught.value and not conn.mid_record
+
+
+def test_bad_input_after_a_partial_record_leaves_no_record_pending():
+    conn = ServerConnection()
+    conn.receive_data(GET_1)
+    with pytest.raises(p.ProtocolError):  # the STDIN after its end, then half a record
+        conn.receive_data(p.encode_record(p.STDIN, 1, b"late") + p.encode_record(p.STDIN, 2, b"x" * 100)[:50])
+    assert not conn.mid_record
+
+
 def test_filter_gets_stdin_then_data():
     conn = ServerConnection()
     events = conn.receive_data(begin(1, p.FILTER) + p.encode_params(1, PARAMS)

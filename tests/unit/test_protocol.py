@@ -281,6 +281,17 @@ def test_bad_version_after_good_records_raises():
         parser.feed(b"\x00" * 8)
 
 
+def test_whole_records_before_a_bad_header_in_one_chunk_come_first():
+    parser = p.RecordParser()
+    good = p.encode_record(p.STDIN, 1, b"a") + p.encode_record(p.PARAMS, 2, b"b")
+    assert parser.feed(good + b"\x07" + b"\0" * 7 + good) == [p.Record(p.STDIN, 1, b"a"), p.Record(p.PARAMS, 2, b"b")]
+    assert isinstance(parser.error, p.ProtocolError) and "version 7" in str(parser.error)
+    for _ in range(2):  # the stream cannot be resumed
+        with pytest.raises(p.ProtocolError) as caught:
+            parser.feed(good)
+        assert caught.value is parser.error
+
+
 # What a web server configured for another protocol sends (nginx's
 # proxy_pass, uwsgi_pass, scgi_pass), or a client that came here straight.
 FOREIGN_STARTS = {
