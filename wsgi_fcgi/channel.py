@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from . import protocol as p
 from .body import ClientDisconnected
 from .connection import (
+    PACED_READ,
     FilterDataReceived,
     Ignored,
     ParamsTooLarge,
@@ -184,7 +185,7 @@ class Channel:
                 return
         try:
             view = self.server.loop.recv_view
-            size = self.sock.recv_into(view)
+            size = self.sock.recv_into(view, PACED_READ if self.conn.paced else 0)  # 0: the whole buffer
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -402,11 +403,13 @@ class Channel:
             self._set_state(DRAINING, "response truncated")
 
     def send_from_loop(self, data: bytes) -> None:
-        """Answers the loop gives by itself (management records, refusals).
-        A peer that does not read them is dropped past the output limit."""
+        """Answers the loop gives by itself (management records, refusals),
+        written behind: the answers to one read's records go out in one write
+        at the loop's next round, not one system call each.  A peer that does
+        not read them is dropped past the output limit."""
         output = self.output
         with output.lock:
-            if not output.write_locked(data):
+            if not output.write_behind_locked(data):
                 self._set_state(LOST, output.failed or "write failed")
                 return
             if output.pending > 4 * output.limit:

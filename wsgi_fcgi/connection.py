@@ -64,6 +64,16 @@ class Ignored(NamedTuple):
 Event = (RequestStarted | StdinReceived | FilterDataReceived | RequestAborted | ParamsTooLarge | Reply
          | Ignored)
 
+#: What a peer sending tiny records is read in (ServerConnection.paced): a
+#: read buffer's worth of 8-byte records is tens of thousands, each with its
+#: cost, which the other connections would wait for.
+PACED_READ = 4096
+#: Tiny records: more than this many in one read, of this average size or less.
+_MANY_RECORDS = 64
+_TINY_RECORD = 64
+#: Paced until this many bytes came in records of ordinary size.
+_PACED_UNTIL = 256 * 1024
+
 # Per-request input states.
 _PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
 
@@ -99,6 +109,8 @@ class ServerConnection:
         self.max_params_size = max_params_size
         self._params_buffered = 0  # FCGI_PARAMS bytes held for requests not started
         self.error: p.ProtocolError | None = None  # the input was invalid from there on
+        self.paced = False  # read PACED_READ bytes at a time: the peer sends tiny records
+        self._ordinary_bytes = 0  # since the last read of tiny records
 
     @property
     def live_requests(self) -> int:
@@ -138,6 +150,8 @@ class ServerConnection:
                     events.append(self._management(record))
                 else:
                     self._application(record, events)
+            if parser.records_in_last_feed > _MANY_RECORDS or self.paced:
+                self._pace(len(data), parser.records_in_last_feed)
             if parser.error is not None:  # after the whole records before it
                 raise parser.error
         except p.ProtocolError as exc:
@@ -146,6 +160,20 @@ class ServerConnection:
             if not events:
                 raise
         return events
+
+    def _pace(self, size: int, records: int) -> None:
+        """A web server sends a few records per read, of hundreds of bytes
+        and more.  A flood of tiny ones (management records that each take
+        an answer, a body in 1-byte records) costs per record: the peer is
+        read PACED_READ bytes at a time while it sends them, and until
+        _PACED_UNTIL bytes come in ordinary records (so that alternating a
+        little ordinary input with a buffer of tiny records does not pay)."""
+        if records > _MANY_RECORDS and records * _TINY_RECORD >= size:
+            self.paced = True
+            self._ordinary_bytes = 0
+        elif self.paced:
+            self._ordinary_bytes += size
+            self.paced = self._ordinary_bytes < _PACED_UNTIL
 
     # -- management records (spec 4) --------------------------------------
 

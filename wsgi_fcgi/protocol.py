@@ -161,10 +161,12 @@ class RecordParser:
     next `feed()` raises the error, kept in `error` (as h11 does).
     """
 
-    __slots__ = ("_head", "_type", "_request_id", "_parts", "_content_left", "_padding_left", "error")
+    __slots__ = ("_head", "_type", "_request_id", "_parts", "_content_left", "_padding_left", "error",
+                 "records_in_last_feed")
 
     def __init__(self) -> None:
         self.error: ProtocolError | None = None
+        self.records_in_last_feed = 0  # whole records the last feed() completed, joined ones each counted
         self._head = b""  # the start of a header split across chunks
         # The record whose content is split across chunks (_type -1: none).
         self._type = -1
@@ -195,6 +197,7 @@ class RecordParser:
         if self.error is not None:
             raise self.error
         records: list[Record] = []
+        joined = 0  # records joined into others
         offset = self._resume(data, records) if self._head or self._type != -1 else 0
         size = len(data)
         unpack = _HEADER.unpack_from
@@ -205,7 +208,7 @@ class RecordParser:
                 if not records:
                     raise error
                 self.error = error
-                return records
+                break
             start = offset + HEADER_LEN
             end = start + content_len
             if end + padding_len > size:
@@ -214,15 +217,18 @@ class RecordParser:
                 self._content_left = content_len
                 self._padding_left = padding_len
                 self._resume_at(data, start, records)
-                return records
+                break
             offset = end + padding_len
             if rtype == STDIN and content_len:
-                content, offset = _join_stdin_run(data, request_id, data[start:end], offset)
+                content, offset, more = _join_stdin_run(data, request_id, data[start:end], offset)
+                joined += more
             else:
                 content = bytes(data[start:end]) if content_len else b""
             records.append(tuple.__new__(Record, (rtype, request_id, content)))
-        if offset < size:
-            self._head = bytes(data[offset:])
+        else:
+            if offset < size:
+                self._head = bytes(data[offset:])
+        self.records_in_last_feed = len(records) + joined
         return records
 
     def _resume(self, data: BytesLike, records: list[Record]) -> int:
@@ -261,12 +267,12 @@ class RecordParser:
 
 
 def _join_stdin_run(data: BytesLike, request_id: int, first: BytesLike,
-                    offset: int) -> tuple[bytes, int]:
+                    offset: int) -> tuple[bytes, int, int]:
     """The content of an FCGI_STDIN record joined with that of the complete,
     non-empty FCGI_STDIN records of the same request right after it in
-    `data`, in one copy, and the offset past them.  Web servers cut a body
-    into records of at most 32 KiB (nginx) or 64 KiB: the app's 64 KiB read
-    then takes one chunk instead of joining two."""
+    `data`, in one copy, the offset past them and how many were joined.  Web
+    servers cut a body into records of at most 32 KiB (nginx) or 64 KiB:
+    the app's 64 KiB read then takes one chunk instead of joining two."""
     pieces = None
     size = len(data)
     unpack = _HEADER.unpack_from
@@ -281,7 +287,9 @@ def _join_stdin_run(data: BytesLike, request_id: int, first: BytesLike,
             pieces = [first]
         pieces.append(data[start:end])
         offset = end + padding_len
-    return (bytes(first) if pieces is None else b"".join(pieces)), offset
+    if pieces is None:
+        return bytes(first), offset, 0
+    return b"".join(pieces), offset, len(pieces) - 1
 
 
 def decode_begin_request(content: bytes) -> BeginRequest:

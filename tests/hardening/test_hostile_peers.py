@@ -9,6 +9,7 @@ import random
 import resource
 import socket
 import tempfile
+import threading
 import time
 
 import pytest
@@ -107,6 +108,66 @@ def test_bodies_cut_into_tiny_interleaved_stdin_records_arrive_whole(start_wsgi_
     assert responses[1].body == bodies[1] and responses[2].body == bodies[2]
     assert responses[3].status == 200 and responses[3].body == b""
     assert elapsed < 5, "%d records took %.1f s" % (len(stream), elapsed)
+
+
+#: flood -> the median wait it may cause a request on another connection
+#: (before pacing: 65 ms and 1.3 s; with it about 1 and 6 ms on an idle host)
+FLOOD_MEDIAN_BOUNDS = {"one-byte-stdin-records": 0.020, "get-values": 0.200}
+
+
+@pytest.mark.parametrize("flood", sorted(FLOOD_MEDIAN_BOUNDS))
+def test_a_peer_flooding_tiny_records_delays_the_others_by_a_few_of_them(start_wsgi_fcgi, flood):
+    # A read buffer's worth (256 KiB) of 8- or 9-byte records is 30,000
+    # records, which the loop handled at once while every other connection
+    # waited, and each FCGI_GET_VALUES answer was a system call of its own.
+    # Now such a peer is read a few KiB at a time and its answers go out
+    # together.  It still gets every answer.
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4")
+    host, port = server.address.rsplit(":", 1)
+    answered = [0]
+    with socket.create_connection((host, int(port)), timeout=10) as peer:
+        def read_answers():
+            while True:
+                try:
+                    data = peer.recv(1 << 20)
+                except OSError:
+                    return
+                if not data:
+                    return
+                answered[0] += len(data)
+
+        reader = threading.Thread(target=read_answers, daemon=True)
+        reader.start()
+        if flood == "get-values":
+            burst = p.encode_get_values([]) * 8192
+        else:
+            peer.sendall(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN)
+                         + p.encode_params(1, client.cgi_params("POST", "/flood", body_length=10**8)))
+            burst = (bytes((p.VERSION_1, p.STDIN, 0, 1, 0, 1, 0, 0)) + b"a") * 7000  # 1 byte, no padding
+        sent = [0]
+        stop = time.monotonic() + 3
+
+        def send_bursts():
+            while time.monotonic() < stop:
+                peer.sendall(burst)  # an error ends the thread early: too few bursts, below
+                sent[0] += 1
+
+        sender = threading.Thread(target=send_bursts, daemon=True)
+        sender.start()
+        time.sleep(0.3)
+        waits = []
+        while sender.is_alive():
+            response, elapsed = timed_request(server.address)
+            assert response.status == 200
+            waits.append(elapsed)
+        sender.join()
+        if flood == "get-values":  # every record answered, an 8-byte FCGI_GET_VALUES_RESULT each
+            wait_for(lambda: answered[0] == 8 * 8192 * sent[0], 15, what="all the answers")
+    waits.sort()
+    median = waits[len(waits) // 2]
+    print("%s: %d bursts of %d bytes; other requests waited %.1f ms (median), %.1f ms (max) over %d"
+          % (flood, sent[0], len(burst), 1000 * median, 1000 * waits[-1], len(waits)))
+    assert sent[0] >= 20 and len(waits) >= 5 and median < FLOOD_MEDIAN_BOUNDS[flood], waits
 
 
 def test_a_body_that_never_comes_gets_408_and_holds_no_thread(start_wsgi_fcgi):

@@ -236,6 +236,45 @@ def test_bad_input_after_a_partial_record_leaves_no_record_pending():
     assert not conn.mid_record
 
 
+def body_records(request_id, size, piece):
+    return b"".join(p.encode_record(p.STDIN, request_id, b"b" * piece) for _ in range(size // piece))
+
+
+def test_a_web_servers_traffic_is_never_paced():
+    conn = ServerConnection()
+    for request_id in range(1, 200):
+        params = p.encode_params(request_id, PARAMS + [(b"HTTP_X_%d" % i, b"v") for i in range(60)])
+        conn.receive_data(begin(request_id, keep_conn=True) + params + body_records(request_id, 65536, 32760)
+                          + p.encode_record(p.STDIN, request_id))
+        conn.finish_request(request_id)
+        assert not conn.paced
+
+
+@pytest.mark.parametrize("flood", ["get-values", "one-byte-stdin", "stdin-of-a-refused-request"])
+def test_a_flood_of_tiny_records_is_read_in_small_pieces_until_ordinary_input_comes(flood):
+    conn = ServerConnection(max_params_size=100)
+    conn.receive_data(begin(1, keep_conn=True) + p.encode_params(1, PARAMS))
+    if flood == "stdin-of-a-refused-request":  # dropped without an event each
+        conn.receive_data(begin(2) + p.encode_record(p.PARAMS, 2, b"x" * 200))
+    tiny = {"get-values": p.encode_get_values([]), "one-byte-stdin": p.encode_record(p.STDIN, 1, b"a"),
+            "stdin-of-a-refused-request": p.encode_record(p.STDIN, 2, b"a")}[flood]
+    conn.receive_data(tiny * 1000)
+    assert conn.paced
+    conn.receive_data(body_records(1, 4096, 4088))  # a little ordinary input does not end it ...
+    conn.receive_data(tiny * 100)
+    assert conn.paced
+    for _ in range(8):
+        assert conn.paced
+        conn.receive_data(body_records(1, 32768, 32760))  # ... 256 KiB of it does
+    assert not conn.paced
+
+
+def test_a_few_tiny_records_are_not_a_flood():
+    conn = ServerConnection()
+    conn.receive_data(p.encode_get_values([]) * 64)
+    assert not conn.paced
+
+
 def test_filter_gets_stdin_then_data():
     conn = ServerConnection()
     events = conn.receive_data(begin(1, p.FILTER) + p.encode_params(1, PARAMS)

@@ -281,6 +281,15 @@ def test_bad_version_after_good_records_raises():
         parser.feed(b"\x00" * 8)
 
 
+def test_the_records_of_a_feed_are_counted_each_joined_one_too():
+    parser = p.RecordParser()
+    stdin = p.encode_record(p.STDIN, 1, b"x") * 5
+    assert len(parser.feed(p.encode_record(p.PARAMS, 1, b"ab") + stdin + p.encode_record(p.STDIN, 1)[:3])) == 2
+    assert parser.records_in_last_feed == 6  # PARAMS, five STDIN joined into one
+    assert parser.feed(p.encode_record(p.STDIN, 1)[3:]) == [p.Record(p.STDIN, 1, b"")]
+    assert parser.records_in_last_feed == 1
+
+
 def test_whole_records_before_a_bad_header_in_one_chunk_come_first():
     parser = p.RecordParser()
     good = p.encode_record(p.STDIN, 1, b"a") + p.encode_record(p.PARAMS, 2, b"b")
