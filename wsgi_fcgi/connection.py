@@ -74,6 +74,9 @@ _TINY_RECORD = 64
 #: Paced until this many bytes came in records of ordinary size.
 _PACED_UNTIL = 256 * 1024
 
+#: What an FCGI_PARAMS record counts as at least against max_params_size.
+_PARAMS_RECORD_COST = 64
+
 # Per-request input states.
 _PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
 
@@ -228,8 +231,14 @@ class ServerConnection:
             raise p.ProtocolError("FCGI_PARAMS for request id %d after its params ended"
                                   % request_id)
         if content:
-            request.params_size += len(content)
-            self._params_buffered += len(content)
+            # A piece held costs an object and a list slot besides its bytes (about 48): a record
+            # counts as at least _PARAMS_RECORD_COST, so that params cut into 2-byte records hold
+            # about --max-params-size of memory, not 25 times it.
+            cost = len(content)
+            if cost < _PARAMS_RECORD_COST:
+                cost = _PARAMS_RECORD_COST
+            request.params_size += cost
+            self._params_buffered += cost
             if self._params_buffered > self.max_params_size:  # >= this request's own size
                 self._release_params(request)
                 request.state = _REFUSED

@@ -62,6 +62,31 @@ def test_params_larger_than_the_limit_get_431_and_a_close(start_wsgi_fcgi):
     assert_serves(server)
 
 
+def test_params_cut_into_2_byte_records_hold_about_the_limit(start_wsgi_fcgi):
+    # 8 connections, each sending 600 KB of params in 2-byte records (under
+    # the 1 MiB limit by bytes).  Each record held a bytes object and a list
+    # slot: 13 MiB a connection, 236 MiB for 8 sending 1 MiB.  A record now
+    # counts as 64 bytes at least: each is refused (431) after 16,384.
+    server = start_wsgi_fcgi("envapp:app", "--no-master")
+    rss_before = warm_stats(server)["rss_kib"]
+    record = bytes((p.VERSION_1, p.PARAMS, 0, 1, 0, 2, 0, 0)) + b"\0\0"  # an empty pair, no padding
+    conns = [FcgiConnection(server.address) for _ in range(8)]
+    try:
+        for conn in conns:
+            conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN))
+        senders = [send_in_background(conn, [record * 300_000]) for conn in conns]
+        for conn in conns:
+            assert conn.wait_ended(1)[1].status == 431
+        for sender in senders:
+            sender.join(10)
+        grown = process_stats(server.pid)["rss_kib"] - rss_before
+    finally:
+        for conn in conns:
+            conn.close()
+    assert grown < 32 * 1024, "resident memory grew %d KiB" % grown
+    assert_serves(server)
+
+
 def test_params_at_the_limit_are_accepted(start_wsgi_fcgi):
     server = start_wsgi_fcgi("envapp:app", "--no-master", "--max-params-size", "64K")
     response = client.request(server.address, "GET", "/", headers=[("X-Big", "b" * 60000)])

@@ -173,10 +173,32 @@ def test_params_over_the_limit():
 
 
 def test_params_at_the_limit_are_fine():
-    pairs = p.encode_pairs([(b"A", b"b" * 50)])
+    pairs = p.encode_pairs([(b"A", b"b" * 100)])
     conn = ServerConnection(max_params_size=len(pairs))
     events = conn.receive_data(begin(1) + p.encode_record(p.PARAMS, 1, pairs) + p.encode_record(p.PARAMS, 1))
-    assert events == [RequestStarted(1, p.RESPONDER, False, [("A", "b" * 50)])]
+    assert events == [RequestStarted(1, p.RESPONDER, False, [("A", "b" * 100)])]
+
+
+def test_params_in_tiny_records_count_64_bytes_a_record():
+    """Each piece held costs about 48 bytes of objects beside its content:
+    20,000 records of 3 bytes hold 1 MB, not 60 KB."""
+    conn = ServerConnection(max_params_size=1 << 20)
+    conn.receive_data(begin(1))
+    pairs = p.encode_pairs([(b"X", b"")])  # 3 bytes
+    events = []
+    for _ in range(20):
+        events += conn.receive_data(p.encode_record(p.PARAMS, 1, pairs) * 1000)
+    assert events == [ParamsTooLarge(1, (1 << 20) // 64 * 64 + 64)]
+
+
+def test_params_in_ordinary_records_count_their_bytes():
+    conn = ServerConnection(max_params_size=1 << 20)
+    conn.receive_data(begin(1))
+    pairs = p.encode_pairs([(b"HTTP_X_%d" % i, b"v" * 100) for i in range(500)])  # about 56 KB a record
+    records = b"".join(p.encode_record(p.PARAMS, 1, pairs) for _ in range(18))  # about 1 MB in all
+    assert len(pairs) * 18 <= 1 << 20
+    started, = conn.receive_data(records + p.encode_record(p.PARAMS, 1))
+    assert type(started) is RequestStarted and len(started.params) == 18 * 500
 
 
 def test_malformed_params_are_a_protocol_error():
