@@ -20,6 +20,18 @@ def body_of(*chunks, eof=True, **kw):
     return body
 
 
+def test_a_body_in_tiny_chunks_moves_to_its_file_by_what_they_hold():
+    """2-byte chunks hold about 50 bytes each: 1 MiB of them is 21,000,
+    not 524,288."""
+    body = body_of(*[b"ab"] * 17000, eof=False)
+    assert body.spooled and body.bytes_in_memory == 0
+    body.feed(b"cd")
+    body.feed_eof()
+    assert body.read() == b"ab" * 17000 + b"cd"
+    ordinary = body_of(b"x" * 65536, b"y" * 65536, eof=False)
+    assert not ordinary.spooled
+
+
 def feed_later(body, chunks, delay=0.05, eof=True):
     def run():
         for chunk in chunks:
