@@ -412,9 +412,9 @@ class Channel:
             if not output.write_behind_locked(data):
                 self._set_state(LOST, output.failed or "write failed")
                 return
-            if output.pending > 4 * output.limit:
+            if output.held > 4 * output.limit:
                 log.warning("%r: %d bytes of answers queued that the peer does not read, closing the connection",
-                            self, output.pending)
+                            self, output.held)
                 output.fail_locked("peer does not read its answers")
                 self._set_state(LOST, "peer does not read")
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from support import FcgiConnection, read_until_eof, wait_for
+from support import FcgiConnection, process_stats, read_until_eof, wait_for
 
 from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
@@ -168,6 +168,45 @@ def test_a_peer_flooding_tiny_records_delays_the_others_by_a_few_of_them(start_w
     print("%s: %d bursts of %d bytes; other requests waited %.1f ms (median), %.1f ms (max) over %d"
           % (flood, sent[0], len(burst), 1000 * median, 1000 * waits[-1], len(waits)))
     assert sent[0] >= 20 and len(waits) >= 5 and median < FLOOD_MEDIAN_BOUNDS[flood], waits
+
+
+def test_a_peer_not_reading_its_management_answers_is_dropped_before_they_hold_much(start_wsgi_fcgi):
+    # Each 8-byte FCGI_GET_VALUES_RESULT queued is an object and a deque slot:
+    # dropped at 4 times --output-buffer-size of bytes, two such peers held
+    # 28 MiB each (1M).  Each part now counts 64 bytes more.
+    server = start_wsgi_fcgi("envapp:app", "--no-master", "--output-buffer-size", "256K")
+    assert timed_request(server.address)[0].status == 200
+    rss_before = process_stats(server.pid)["rss_kib"]
+    host, port = server.address.rsplit(":", 1)
+    peak = rss_before
+    peers = []
+    for _ in range(2):
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.connect((host, int(port)))
+        peers.append(peer)
+    burst = p.encode_get_values([]) * 8192
+
+    def flood(peer):
+        try:
+            for _ in range(400):
+                peer.sendall(burst)
+        except OSError:
+            pass  # dropped
+
+    threads = [threading.Thread(target=flood, args=(peer,), daemon=True) for peer in peers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 40
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        peak = max(peak, process_stats(server.pid)["rss_kib"])
+        time.sleep(0.05)
+    for peer in peers:
+        peer.close()
+    assert server.log().count("answers queued that the peer does not read") == 2
+    print("resident memory grew %d KiB" % (peak - rss_before))
+    assert peak - rss_before < 8 * 1024, "resident memory grew %d KiB" % (peak - rss_before)
+    assert timed_request(server.address)[0].status == 200
 
 
 def test_a_body_that_never_comes_gets_408_and_holds_no_thread(start_wsgi_fcgi):
