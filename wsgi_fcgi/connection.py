@@ -76,6 +76,11 @@ _PACED_UNTIL = 256 * 1024
 
 #: What an FCGI_PARAMS record counts as at least against max_params_size.
 _PARAMS_RECORD_COST = 64
+#: ... and each name-value pair decoded, at least a tuple and a list slot
+#: (64 bytes; its strings 0-100 more), for as little as 2 bytes of input
+#: (empty name and value): 1 MiB of empty pairs held 36 MiB until the request
+#: ended.  Not more: 4K (uWSGI's buffer-size) must still take 60 headers.
+_PAIR_COST = 64
 
 # Per-request input states.
 _PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
@@ -97,7 +102,8 @@ class ServerConnection:
 
     `values` answers FCGI_GET_VALUES; `max_requests` bounds the live request
     ids of this connection (more get FCGI_END_REQUEST with FCGI_OVERLOADED);
-    `max_params_size` bounds the FCGI_PARAMS bytes buffered for one request,
+    `max_params_size` bounds the FCGI_PARAMS bytes buffered for one request
+    (a record counting at least 64 bytes, a decoded pair 64 more),
     and for all the not yet started requests of the connection together (a
     web server sends one request's params at a time; a peer opening many ids
     with huge unfinished params must not multiply the limit).
@@ -248,6 +254,10 @@ class ServerConnection:
             return
         params = p.decode_params(b"".join(request.params))
         self._release_params(request)
+        if len(params) * _PAIR_COST > self.max_params_size:
+            request.state = _REFUSED
+            events.append(ParamsTooLarge(request_id, len(params) * _PAIR_COST))
+            return
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
         events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params, False)))
 

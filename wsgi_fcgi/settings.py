@@ -218,7 +218,8 @@ SETTINGS: tuple = (
     # -- limits
     S("max_body_size", ("--max-body-size",), size, 0, "refuse larger request bodies with 413 (0: no limit)",
       LIMITS, "BYTES", server=True),
-    S("max_params_size", ("--max-params-size",), size, 1 << 20, "refuse larger FCGI_PARAMS with 431",
+    S("max_params_size", ("--max-params-size",), size, 1 << 20, "refuse larger FCGI_PARAMS with 431 (a record "
+      "counts at least 64 bytes, and each name-value pair 64: the memory they hold)",
       LIMITS, "BYTES", server=True, shown_default="1M"),
     S("max_connections", ("--max-connections",), positive, 1024,
       "open connections per worker; more wait in the backlog", LIMITS, "N", server=True,

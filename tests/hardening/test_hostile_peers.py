@@ -271,8 +271,9 @@ def test_management_records_do_not_keep_a_squatter_alive(start_wsgi_fcgi):
 def test_huge_refused_params_do_not_stall_the_worker(start_wsgi_fcgi):
     # ~1 MB of params with one name repeated 100k times, refused with 413
     # before the app: before, the environ was built in the loop thread with
-    # a quadratic join (8.3 s of CPU each).
-    server = start_wsgi_fcgi("envapp:app", "--max-body-size", "10", "--timeout", "5", "--max-params-size", "2M")
+    # a quadratic join (8.3 s of CPU each).  (100,000 pairs count 64 bytes
+    # each against --max-params-size.)
+    server = start_wsgi_fcgi("envapp:app", "--max-body-size", "10", "--timeout", "5", "--max-params-size", "16M")
     params = client.cgi_params("POST", "/big", body_length=100) + [(b"HTTP_X_A", b"v")] * 100_000
     for _ in range(3):
         with FcgiConnection(server.address) as conn:
@@ -313,8 +314,9 @@ def test_a_content_length_of_latin1_digits_is_no_number(start_wsgi_fcgi, length)
 
 def test_a_parked_request_with_140k_params_does_not_slow_the_others(start_wsgi_fcgi):
     # Before, the scoreboard refresh walked the oldest running request's
-    # params at every request end: 40x slower.
-    server = start_wsgi_fcgi("envapp:app", "--threads", "4")
+    # params at every request end: 40x slower.  (1.1 MB of params, 140,000
+    # pairs counted 64 bytes each: a limit of 32M lets it in.)
+    server = start_wsgi_fcgi("envapp:app", "--threads", "4", "--max-params-size", "32M")
     params = client.cgi_params("POST", "/parked", body_length=10) + [(b"X%d" % i, b"") for i in range(140_000)]
     with FcgiConnection(server.address) as parked:
         parked.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_params(1, params)
@@ -324,6 +326,8 @@ def test_a_parked_request_with_140k_params_does_not_slow_the_others(start_wsgi_f
         for _ in range(300):
             assert client.request(server.address, "GET", "/q").status == 200
         assert time.monotonic() - started < 10
+        parked.send(p.encode_record(p.STDIN, 1, b"67890") + p.encode_record(p.STDIN, 1))
+        assert parked.wait_ended(1)[1].status == 200  # it was parked all along, not refused
 
 
 def test_disk_full_while_spooling_a_body_is_a_500_and_the_worker_goes_on(start_wsgi_fcgi):

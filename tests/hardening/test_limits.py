@@ -62,27 +62,54 @@ def test_params_larger_than_the_limit_get_431_and_a_close(start_wsgi_fcgi):
     assert_serves(server)
 
 
+def rss_growth_while_each_gets_431(server, count, send):
+    """`send(conn)` on each of `count` new connections (a thread, or None),
+    a 431 on each: how much the worker's resident memory grew, in KiB."""
+    rss_before = warm_stats(server)["rss_kib"]
+    conns = [FcgiConnection(server.address) for _ in range(count)]
+    try:
+        senders = [send(conn) for conn in conns]
+        for conn in conns:
+            assert conn.wait_ended(1)[1].status == 431
+        for sender in senders:
+            if sender is not None:
+                sender.join(10)
+        return process_stats(server.pid)["rss_kib"] - rss_before
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def test_params_cut_into_2_byte_records_hold_about_the_limit(start_wsgi_fcgi):
     # 8 connections, each sending 600 KB of params in 2-byte records (under
     # the 1 MiB limit by bytes).  Each record held a bytes object and a list
     # slot: 13 MiB a connection, 236 MiB for 8 sending 1 MiB.  A record now
     # counts as 64 bytes at least: each is refused (431) after 16,384.
     server = start_wsgi_fcgi("envapp:app", "--no-master")
-    rss_before = warm_stats(server)["rss_kib"]
     record = bytes((p.VERSION_1, p.PARAMS, 0, 1, 0, 2, 0, 0)) + b"\0\0"  # an empty pair, no padding
-    conns = [FcgiConnection(server.address) for _ in range(8)]
-    try:
-        for conn in conns:
-            conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN))
-        senders = [send_in_background(conn, [record * 300_000]) for conn in conns]
-        for conn in conns:
-            assert conn.wait_ended(1)[1].status == 431
-        for sender in senders:
-            sender.join(10)
-        grown = process_stats(server.pid)["rss_kib"] - rss_before
-    finally:
-        for conn in conns:
-            conn.close()
+
+    def send(conn):
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN))
+        return send_in_background(conn, [record * 300_000])
+
+    grown = rss_growth_while_each_gets_431(server, 8, send)
+    assert grown < 32 * 1024, "resident memory grew %d KiB" % grown
+    assert_serves(server)
+
+
+def test_params_of_half_a_million_empty_pairs_are_refused(start_wsgi_fcgi):
+    # 1 MB of empty name-value pairs, under the 1 MiB limit by bytes, decoded
+    # into 522,000 tuples: 36 MiB per request while it waited for its body.
+    # A pair now counts 64 bytes: refused with 431.
+    server = start_wsgi_fcgi("envapp:app", "--no-master")
+    head = p.encode_pairs(post_params(body_length=10))
+    blob = head + b"\0\0" * (((1 << 20) - 4096 - len(head)) // 2)
+
+    def send(conn):
+        conn.send(p.encode_begin_request(1, p.RESPONDER, p.KEEP_CONN) + p.encode_stream(p.PARAMS, 1, blob)
+                  + p.encode_record(p.PARAMS, 1))
+
+    grown = rss_growth_while_each_gets_431(server, 4, send)
     assert grown < 32 * 1024, "resident memory grew %d KiB" % grown
     assert_serves(server)
 

@@ -173,10 +173,10 @@ def test_params_over_the_limit():
 
 
 def test_params_at_the_limit_are_fine():
-    pairs = p.encode_pairs([(b"A", b"b" * 100)])
+    pairs = p.encode_pairs([(b"A", b"b" * 200)])
     conn = ServerConnection(max_params_size=len(pairs))
     events = conn.receive_data(begin(1) + p.encode_record(p.PARAMS, 1, pairs) + p.encode_record(p.PARAMS, 1))
-    assert events == [RequestStarted(1, p.RESPONDER, False, [("A", "b" * 100)])]
+    assert events == [RequestStarted(1, p.RESPONDER, False, [("A", "b" * 200)])]
 
 
 def test_params_in_tiny_records_count_64_bytes_a_record():
@@ -194,11 +194,29 @@ def test_params_in_tiny_records_count_64_bytes_a_record():
 def test_params_in_ordinary_records_count_their_bytes():
     conn = ServerConnection(max_params_size=1 << 20)
     conn.receive_data(begin(1))
-    pairs = p.encode_pairs([(b"HTTP_X_%d" % i, b"v" * 100) for i in range(500)])  # about 56 KB a record
+    pairs = p.encode_pairs([(b"HTTP_X_%d" % i, b"v" * 200) for i in range(250)])  # about 53 KB a record
     records = b"".join(p.encode_record(p.PARAMS, 1, pairs) for _ in range(18))  # about 1 MB in all
     assert len(pairs) * 18 <= 1 << 20
     started, = conn.receive_data(records + p.encode_record(p.PARAMS, 1))
-    assert type(started) is RequestStarted and len(started.params) == 18 * 500
+    assert type(started) is RequestStarted and len(started.params) == 18 * 250
+
+
+def test_params_of_many_tiny_pairs_count_64_bytes_a_pair():
+    """A pair decoded holds a tuple, a list slot and two strings: 500,000
+    empty pairs (1 MB) held 36 MB while the request waited for its body."""
+    def request_of(pairs):
+        conn = ServerConnection(max_params_size=1 << 20)
+        return conn.receive_data(begin(1) + p.encode_stream(p.PARAMS, 1, b"\0\0" * pairs) + p.encode_record(p.PARAMS, 1))
+    assert request_of(16384) == [RequestStarted(1, p.RESPONDER, False, [("", "")] * 16384)]
+    assert request_of(16385) == [ParamsTooLarge(1, 16385 * 64)]
+    assert request_of(500_000) == [ParamsTooLarge(1, 500_000 * 64)]
+
+
+def test_a_4k_limit_takes_a_request_of_60_headers():
+    """uWSGI users carry their buffer-size of 4096 over."""
+    params = [(b"HTTP_X_HEADER_%d" % i, b"value") for i in range(60)]
+    started, = ServerConnection(max_params_size=4096).receive_data(begin(1) + p.encode_params(1, params))
+    assert type(started) is RequestStarted
 
 
 def test_malformed_params_are_a_protocol_error():
