@@ -1,4 +1,6 @@
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 from support import PACKAGE_TREE, Nginx, WsgiFcgi  # noqa: E402
 
 sys.path.insert(0, str(PACKAGE_TREE))  # before the checkout that `python -m pytest` puts first
+
+
+@pytest.fixture(scope="session")
+def searchable_tmp_factory():
+    """searchable_tmp_factory(name) -> a new directory that other users (Apache's
+    www-data workers) may traverse.  Not in pytest's own temp tree: pytest
+    tightens its root back to 0700 whenever a pytest process, an xdist worker
+    included, first asks for a temp dir, which cut Apache off mid-test."""
+    root = Path(tempfile.mkdtemp(prefix="wsgi-fcgi-tests-"))
+    root.chmod(0o711)
+
+    def make(name: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=name + "-", dir=root))
+        path.chmod(0o711)
+        return path
+
+    yield make
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

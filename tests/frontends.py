@@ -113,13 +113,12 @@ LoadModule rewrite_module {modules}/mod_rewrite.so
 """
 
 
-def _let_others_search(path: Path) -> None:
-    """Apache's workers run as www-data and must reach DocumentRoot through
-    pytest's private (0700) temp dirs."""
+def _check_others_can_search(path: Path) -> None:
+    """Apache's workers run as www-data and must reach DocumentRoot."""
     for directory in (path, *path.parents):
-        if str(directory) in ("/", "/tmp"):
-            break
-        os.chmod(directory, os.stat(directory).st_mode | 0o711)
+        if not os.stat(directory).st_mode & 0o001:
+            raise RuntimeError("Apache's workers cannot traverse %s: give Apache a directory from the "
+                               "searchable_tmp_factory fixture" % directory)
 
 
 class Apache(WebServer):
@@ -137,7 +136,8 @@ class Apache(WebServer):
         extra = "\n".join("LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so" % (m, m) for m in modules)
         conf.write_text(APACHE_TEMPLATE.format(tmp=tmp, port=port, user=user, site=site, extra_modules=extra,
                                                modules="/usr/lib/apache2/modules"))
-        _let_others_search(tmp)
+        if os.geteuid() == 0:
+            _check_others_can_search(tmp)
         super().__init__(tmp, ["/usr/sbin/apache2", "-f", conf, "-DFOREGROUND"], port,
                          env={"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"})
 

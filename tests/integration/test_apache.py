@@ -10,18 +10,18 @@ from frontends import Apache, shipped
 
 
 @pytest.fixture(scope="module")
-def proxypass(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("apache-proxypass")
-    backend = WsgiFcgi("envapp:app", tmp, "--script-name", "/app")
-    apache = Apache(tmp / "apache", shipped("apache/wsgi_fcgi-proxypass.conf", backend.address))
+def proxypass(tmp_path_factory, searchable_tmp_factory):
+    backend = WsgiFcgi("envapp:app", tmp_path_factory.mktemp("apache-proxypass"), "--script-name", "/app")
+    apache = Apache(searchable_tmp_factory("apache-proxypass"),
+                    shipped("apache/wsgi_fcgi-proxypass.conf", backend.address))
     yield apache
     apache.stop()
     backend.stop()
 
 
 @pytest.fixture(scope="module")
-def sethandler(envapp, tmp_path_factory):
-    apache = Apache(tmp_path_factory.mktemp("apache-sethandler"),
+def sethandler(envapp, searchable_tmp_factory):
+    apache = Apache(searchable_tmp_factory("apache-sethandler"),
                     shipped("apache/wsgi_fcgi-sethandler.conf", envapp.address))
     yield apache
     apache.stop()
@@ -64,11 +64,11 @@ def test_sethandler_keeps_apaches_split(sethandler, path, path_info):
 
 
 @pytest.mark.parametrize("value", ["full", "first-dot", "last-dot"])
-def test_sethandler_with_proxy_fcgi_pathinfo(envapp, tmp_path, value):
+def test_sethandler_with_proxy_fcgi_pathinfo(envapp, searchable_tmp_factory, value):
     """These values leave Apache's split as it is: same environ."""
     site = shipped("apache/wsgi_fcgi-sethandler.conf", envapp.address, **{
         '<Location "/app">': '<Location "/app">\n    SetEnv proxy-fcgi-pathinfo %s' % value})
-    apache = Apache(tmp_path, site)
+    apache = Apache(searchable_tmp_factory("apache"), site)
     try:
         env = environ_of(apache.url + "/app/x/y")
         assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/x/y")
@@ -76,11 +76,11 @@ def test_sethandler_with_proxy_fcgi_pathinfo(envapp, tmp_path, value):
         apache.stop()
 
 
-def test_proxypass_with_proxy_fcgi_pathinfo_unescape(tmp_path):
+def test_proxypass_with_proxy_fcgi_pathinfo_unescape(tmp_path, searchable_tmp_factory):
     """ProxyPass with proxy-fcgi-pathinfo: the path still splits at --script-name."""
     backend = WsgiFcgi("envapp:app", tmp_path, "--script-name", "/app")
     site = "SetEnv proxy-fcgi-pathinfo unescape\n" + shipped("apache/wsgi_fcgi-proxypass.conf", backend.address)
-    apache = Apache(tmp_path / "apache", site)
+    apache = Apache(searchable_tmp_factory("apache"), site)
     try:
         env = environ_of(apache.url + "/app/caf%C3%A9/x")
         assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", LATIN1_CAFE)

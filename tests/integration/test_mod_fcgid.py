@@ -44,8 +44,8 @@ FcgidInitialEnv PYTHONPATH {ROOT}
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    apache = start_apache(tmp_path_factory.mktemp("fcgid"))
+def site(searchable_tmp_factory):
+    apache = start_apache(searchable_tmp_factory("fcgid"))
     yield apache
     apache.stop()
 
@@ -80,8 +80,8 @@ def test_a_post_body_and_concurrent_requests_over_several_processes(site):
     assert time.monotonic() - started < 20
 
 
-def test_processes_go_when_apache_stops(tmp_path):
-    apache = start_apache(tmp_path)
+def test_processes_go_when_apache_stops(searchable_tmp_factory):
+    apache = start_apache(searchable_tmp_factory("fcgid"))
     try:
         pid = get_json(apache.url + "/app.fcgi/")["pid"]
     finally:
