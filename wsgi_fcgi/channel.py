@@ -381,6 +381,8 @@ class Channel:
             out = b""
             if request.bytes_out == 0:
                 response = simple_response(status, text)
+                if request.is_head():
+                    response = response[:response.index(b"\r\n\r\n") + 4]
                 request.status = status
                 request.bytes_out = len(response)
                 out = p.encode_stream(p.STDOUT, rid, response)

@@ -63,6 +63,13 @@ class Request:
     def __repr__(self) -> str:
         return "<request %d on %r>" % (self.request_id, self.channel)
 
+    def is_head(self) -> bool:
+        """A HEAD request, whose answer is the head alone (RFC 3875 4.3.3),
+        known before its environ is built too."""
+        if self.method:
+            return self.method == "HEAD"
+        return ("REQUEST_METHOD", "HEAD") in (self.params or ())
+
     @property
     def bytes_in(self) -> int:
         return self.body.received

@@ -45,3 +45,15 @@ def test_overload_503_is_logged(start_wsgi_fcgi, tmp_path):
         sock.close()
     lines = wait_for(lambda: len(access_lines(log)) >= 3 and access_lines(log), 10, what="three access lines")
     assert sorted(lines) == ["/refused 503", "/sleep?s=1.5 200", "/sleep?s=1.5 200"]
+
+
+def test_the_engines_own_answers_to_head_are_the_head_alone(start_wsgi_fcgi):
+    """RFC 3875 4.3.3: no body for HEAD, also when the engine answers (413
+    before the environ is built, 504 after)."""
+    server = start_wsgi_fcgi("protoapp:app", "--max-body-size", "10", "--request-timeout", "0.5")
+    refused = client.request(server.address, "HEAD", "/big", body=b"x" * 100)
+    assert refused.status == 413 and refused.body == b""
+    assert int(dict(refused.headers)["Content-Length"]) > 0  # what a GET would have had
+    timed_out = client.request(server.address, "HEAD", "/sleep?s=3")
+    assert timed_out.status == 504 and timed_out.body == b""
+    assert client.request(server.address, "GET", "/sleep?s=3").body != b""  # a GET still has its text
