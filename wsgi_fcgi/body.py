@@ -17,12 +17,10 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
+from .memory import PIECE_COST
+
 #: Unread bytes kept in memory before the body moves to a temporary file.
 DEFAULT_SPOOL_SIZE = 1 << 20
-#: What each chunk held counts for besides its bytes (its object and deque
-#: slot, about 48 bytes): a body that came in 2-byte pieces, a read each,
-#: would otherwise hold 25 times the spool size before it moves.
-_CHUNK_COST = 64
 #: A spooled body is read ahead in blocks of this size for readline(), so a
 #: line is not a system call (and a copy of a block) of its own.
 _READ_AHEAD = 65536
@@ -91,7 +89,7 @@ class RequestBody:
             else:
                 self._chunks.append(data)
                 self._buffered += len(data)
-                if self._buffered + _CHUNK_COST * len(self._chunks) > self._spool_size:
+                if self._buffered + PIECE_COST * len(self._chunks) > self._spool_size:
                     self._spool()
             self._wake_readers()
 

@@ -227,7 +227,7 @@ class Channel:
             self._answer_and_drain(_NOT_FASTCGI_ANSWER, "an HTTP request")
             return
         self.record_started = None
-        if not (self.requests or self.live or self.output.pending):
+        if self.idle():  # the failed parser holds no partial record
             log.warning("%r: protocol error, closing the connection: %s", self, exc)
             self.lose("protocol error")
             return
@@ -373,7 +373,7 @@ class Channel:
     def end_from_loop(self, request: Request, status: str, text: str) -> None:
         """End `request` from the loop (limits, timeouts): the response is
         `status` with `text`, unless the app's head is out already."""
-        from .wsgi import simple_response
+        from .wsgi import head_of, simple_response
         rid = request.request_id
         with self.output.lock:
             if request.ended:
@@ -382,7 +382,7 @@ class Channel:
             if request.bytes_out == 0:
                 response = simple_response(status, text)
                 if request.is_head():
-                    response = response[:response.index(b"\r\n\r\n") + 4]
+                    response = head_of(response)
                 request.status = status
                 request.bytes_out = len(response)
                 out = p.encode_stream(p.STDOUT, rid, response)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import protocol as p
+from .memory import PIECE_COST
 
 
 class RequestStarted(NamedTuple):
@@ -73,14 +74,6 @@ _MANY_RECORDS = 64
 _TINY_RECORD = 64
 #: Paced until this many bytes came in records of ordinary size.
 _PACED_UNTIL = 256 * 1024
-
-#: What an FCGI_PARAMS record counts as at least against max_params_size.
-_PARAMS_RECORD_COST = 64
-#: ... and each name-value pair decoded, at least a tuple and a list slot
-#: (64 bytes; its strings 0-100 more), for as little as 2 bytes of input
-#: (empty name and value): 1 MiB of empty pairs held 36 MiB until the request
-#: ended.  Not more: 4K (uWSGI's buffer-size) must still take 60 headers.
-_PAIR_COST = 64
 
 # Per-request input states.
 _PARAMS, _STDIN, _DATA, _INPUT_DONE, _REFUSED = range(5)
@@ -237,12 +230,11 @@ class ServerConnection:
             raise p.ProtocolError("FCGI_PARAMS for request id %d after its params ended"
                                   % request_id)
         if content:
-            # A piece held costs an object and a list slot besides its bytes (about 48): a record
-            # counts as at least _PARAMS_RECORD_COST, so that params cut into 2-byte records hold
-            # about --max-params-size of memory, not 25 times it.
+            # A record counts as at least PIECE_COST: params cut into 2-byte records held
+            # 25 times --max-params-size.
             cost = len(content)
-            if cost < _PARAMS_RECORD_COST:
-                cost = _PARAMS_RECORD_COST
+            if cost < PIECE_COST:
+                cost = PIECE_COST
             request.params_size += cost
             self._params_buffered += cost
             if self._params_buffered > self.max_params_size:  # >= this request's own size
@@ -254,9 +246,12 @@ class ServerConnection:
             return
         params = p.decode_params(b"".join(request.params))
         self._release_params(request)
-        if len(params) * _PAIR_COST > self.max_params_size:
+        # Each pair decoded counts PIECE_COST (its strings may add 0-100 bytes): 1 MiB of empty
+        # pairs held 36 MiB while the request waited.  Not more: 4K (uWSGI's buffer-size
+        # carried over) must still take 60 headers.
+        if len(params) * PIECE_COST > self.max_params_size:
             request.state = _REFUSED
-            events.append(ParamsTooLarge(request_id, len(params) * _PAIR_COST))
+            events.append(ParamsTooLarge(request_id, len(params) * PIECE_COST))
             return
         request.state = _STDIN if request.role != p.AUTHORIZER else _INPUT_DONE
         events.append(tuple.__new__(RequestStarted, (request_id, request.role, request.keep_conn, params, False)))

@@ -19,6 +19,13 @@ MALLOC_MMAP_THRESHOLD = 1 << 20
 #: What an operator sets to tune malloc; with any of them we keep out.
 _MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
+#: What each piece a limit holds counts for besides its bytes: the object's
+#: header and its container's slot (a bytes object and a deque or list slot,
+#: a name-value tuple and a list slot: 48-64 bytes).  Counting content alone
+#: let a peer sending 2-byte pieces hold 7 to 36 times --max-params-size,
+#: --spool-size or --output-buffer-size.
+PIECE_COST = 64
+
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

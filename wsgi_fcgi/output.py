@@ -12,9 +12,10 @@ one system call, not one each; the chunk that ends such a response
 flushes the queue (`flush_locked`) without waiting for the loop.
 
 Back-pressure: a request thread streaming a response waits while more than
-`limit` bytes are queued (each part counted _PART_COST bytes more): it polls its socket for writability with the lock
-released and flushes the queue itself, down to half the limit (it relies on
-no other thread: the loop thread may be the one writing).  Progress is timed:
+`limit` bytes are queued (each part counted memory.PIECE_COST bytes more): it
+polls its socket for writability with the lock released and flushes the
+queue itself, down to half the limit (it relies on no other thread: the
+loop thread may be the one writing).  Progress is timed:
 the loop drops a connection whose queue made no progress for
 --write-timeout, and `fail_locked()` wakes every waiting writer at once (a
 shutdown of the socket ends their poll), which then gives up.
@@ -35,6 +36,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+
+from .memory import PIECE_COST
 
 Buffer = bytes | memoryview
 #: what may be written: bytes, or a list of buffers sent with one sendmsg()
@@ -82,9 +85,6 @@ _send_keeping_the_gil = _send_function_keeping_the_gil()
 _KEEP_THE_GIL_UP_TO = 64 * 1024
 
 
-#: What each part queued counts for besides its bytes (its object and deque slot, about 48):
-#: 8-byte management answers a peer does not read would otherwise hold 7 times the limit.
-_PART_COST = 64
 #: What a queue the loop thread flushes costs, in sends: its wake-up, the selector's return and the
 #: GIL changing hands (Channel._write_chunk_locked writes behind while chunks pay for it).
 QUEUE_COST = 4
@@ -242,13 +242,13 @@ class Output:
 
     @property
     def held(self) -> int:
-        """What the queue holds: its bytes, and _PART_COST for each part."""
-        return self.pending + _PART_COST * len(self._queue)
+        """What the queue holds: its bytes, and PIECE_COST for each part."""
+        return self.pending + PIECE_COST * len(self._queue)
 
     @property
     def backlogged(self) -> bool:
         """More than the limit is queued (a reader of this connection is slow)."""
-        return self.pending + _PART_COST * len(self._queue) > self.limit  # self.held, one call less
+        return self.pending + PIECE_COST * len(self._queue) > self.limit  # self.held, one call less
 
     # -- loop thread ----------------------------------------------------------------
 

@@ -43,7 +43,14 @@ _is_header_name = functools.lru_cache(maxsize=1024)(lambda name: _HEADER_NAME(na
 
 INTERNAL_ERROR = (b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 21\r\n\r\nInternal Server Error")
-INTERNAL_ERROR_HEAD = INTERNAL_ERROR[:INTERNAL_ERROR.index(b"\r\n\r\n") + 4]  # for HEAD (Response.head_only)
+
+
+def head_of(response: bytes) -> bytes:
+    """A CGI response's head, its blank line included: the answer to HEAD."""
+    return response[:response.index(b"\r\n\r\n") + 4]
+
+
+INTERNAL_ERROR_HEAD = head_of(INTERNAL_ERROR)  # for HEAD (Response.head_only)
 
 
 def simple_response(status: str, body: str) -> bytes:
