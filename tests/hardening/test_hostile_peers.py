@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support import FcgiConnection, process_stats, read_until_eof, wait_for
@@ -346,6 +347,35 @@ def test_disk_full_while_spooling_a_body_is_a_500_and_the_worker_goes_on(start_w
     line, = [line for line in server.log().splitlines() if "cannot store the request body" in line]
     assert "in %s: File too large: answering 500" % tempfile.gettempdir() in line
     assert "Traceback" not in server.log()
+
+
+def _cpu_seconds(pid):
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_accepts_without_spinning(start_wsgi_fcgi):
+    # RLIMIT_NOFILE 64 and 120 idle connections: accept() fails with EMFILE.
+    # The worker logs it, stops accepting for a second at a time (no busy
+    # loop on a listener that stays readable), and accepts again once
+    # descriptors are free.
+    def limit_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    server = start_wsgi_fcgi("envapp:app", "--no-master", "--threads", "4", preexec_fn=limit_descriptors)
+    assert timed_request(server.address)[0].status == 200
+    host, port = server.address.rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(120)]
+    try:
+        wait_for(lambda: "Too many open files" in server.log(), 10, what="the EMFILE log line")
+        cpu_before = _cpu_seconds(server.pid)
+        time.sleep(2)
+        assert _cpu_seconds(server.pid) - cpu_before < 0.5  # paused, not spinning
+    finally:
+        for sock in held:
+            sock.close()
+    response, elapsed = timed_request(server.address, timeout=10)
+    assert response.status == 200 and elapsed < 5
+    assert server.log().count("pausing accepts for a second") < 20  # about one a second, not a flood
 
 
 def test_an_app_failing_after_its_head_is_cut_not_completed(start_wsgi_fcgi):
