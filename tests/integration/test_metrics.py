@@ -226,14 +226,18 @@ def test_requests_are_on_the_scoreboard_soon_after_they_end(start_wsgi_fcgi):
     requests end, and what is left that long after its last write (a slot
     write per round of requests cost 5-20 us): once the answers to 20
     pipelined requests are out, the other worker's status page counts them
-    all within that, without waiting for the next tick (1 s)."""
-    server = start_wsgi_fcgi("metricsapp:app", "--workers", "2", *STATUS)
+    all within that, without waiting for the next tick (1 s).
+
+    Each worker holds one connection (--max-connections 1): the kernel wakes
+    both workers for a new connection and whichever runs first takes it, so
+    without the limit 40 connections in a row went to one worker in CI."""
+    server = start_wsgi_fcgi("metricsapp:app", "--workers", "2", "--max-connections", "1", *STATUS)
     pool = Pool(server.address)
     wait_for(lambda: [w["state"] in ("idle", "busy") for w in pool.figures()["worker_list"]] == [True, True],
              20, what="both workers ready")
     by_worker: dict = {}
     try:
-        for request_id in range(1, 41):  # a kept connection to each worker
+        for request_id in range(1, 41):  # a kept connection to each worker: the second goes to the other
             sock = client.connect(server.address)
             sock.sendall(client.encode_request(request_id, client.cgi_params("GET", "/pid"), keep_conn=True))
             by_worker.setdefault(int(client.read_response(sock, request_id).body), []).append(sock)
