@@ -24,6 +24,7 @@ from .channel import CLOSED, CLOSING, DRAIN_TIMEOUT, DRAINING, LOST, OPEN, Chann
 if TYPE_CHECKING:
     from .handoff import Handoff
     from .listeners import PeerFilter
+    from .scoreboard import ConnectionShare
     from .server import Server
 
 log = logging.getLogger("wsgi_fcgi")
@@ -31,6 +32,13 @@ log = logging.getLogger("wsgi_fcgi")
 RECV_SIZE = 256 * 1024
 TICK = 1.0
 _ACCEPTS_PER_EVENT = 16
+#: How long a worker leaves new connections to one holding fewer (ConnectionShare)
+#: before it takes those still waiting: that worker was woken for them too, but
+#: may be busy (its loop waits for its GIL), stopped or stuck.  Meanwhile it
+#: looks again every STAND_ASIDE_CHECK: once the other holds as many, it takes
+#: its share of a burst of connections.
+STAND_ASIDE = 0.01
+STAND_ASIDE_CHECK = 0.001
 
 
 class EventLoop:
@@ -56,6 +64,8 @@ class EventLoop:
         self._awaiting_handoff: dict[Channel, None] = {}  # idle, closing: handed over once the queue has room
         self.accepting = False
         self._accept_again_at = 0.0  # after EMFILE and the like: not before then
+        self.share: ConnectionShare | None = None  # in a pool of workers: set by the worker
+        self._aside_until = 0.0  # standing aside for a worker holding fewer connections: until then
         self.stop_at: float | None = None  # graceful stop deadline
         self._stop_handoff = False
         self.stopping = False
@@ -121,6 +131,7 @@ class EventLoop:
         if self.handoff is not None:
             self.selector.register(self.handoff.receiver, selectors.EVENT_READ, self._adopt)
         self.accepting = True
+        self._publish_connections()
 
     def _stop_accepting(self) -> None:
         if not self.accepting:
@@ -130,6 +141,14 @@ class EventLoop:
             self._unregister_fd(sock)
         if self.handoff is not None:
             self._unregister_fd(self.handoff.receiver)
+        self._publish_connections()
+
+    def _publish_connections(self) -> None:
+        """What the pool's other workers count on: the connections this one
+        holds, or -1 while it takes none (busy, full, stopping), not while it
+        stands aside (they would take all of a burst)."""
+        if self.share is not None:
+            self.share.publish(len(self.channels) if self.accepting or self._aside_until else -1)
 
     def _unregister_fd(self, sock) -> None:
         try:
@@ -259,18 +278,38 @@ class EventLoop:
         """Connections another worker of the pool handed over (it is stopping)."""
         self._take_connections(self._adopt_one)
 
-    def _take_connections(self, take_one: Callable[[], bool]) -> None:
+    def _take_connections(self, take_one: Callable[[], bool], shared: bool = True) -> None:
         """Up to _ACCEPTS_PER_EVENT connections (`take_one`: False when none
         is left), while there is room for them: a busy worker leaves new and
         handed-over connections alike to the others (a worker that adopted
         every connection of a stopping one would answer 503 past --max-queue
-        while the others idle)."""
+        while the others idle), and so does, for STAND_ASIDE at most, one
+        holding more connections than another (`shared`)."""
         for _ in range(_ACCEPTS_PER_EVENT):
-            if not self._may_accept(time.monotonic()):
+            now = time.monotonic()
+            if not self._may_accept(now):
                 self._stop_accepting()  # they wait in the listen backlog or the hand-off queue
+                return
+            if shared and not self._my_turn():
+                self._stand_aside(now)
                 return
             if not take_one():
                 return
+
+    def _my_turn(self) -> bool:
+        return self.share is None or self.share.my_turn(len(self.channels))
+
+    def _stand_aside(self, now: float) -> None:
+        self._aside_until = now + STAND_ASIDE
+        self._stop_accepting()
+
+    def _take_unclaimed(self) -> None:
+        """The connections still waiting when this worker's STAND_ASIDE is
+        over: the worker holding fewer did not take them."""
+        for sock in self.sockets:
+            self._take_connections(lambda s=sock: self._accept_one(s), shared=False)
+        if self.handoff is not None:
+            self._take_connections(self._adopt_one, shared=False)
 
     def _accept_one(self, listener: socket.socket) -> bool:
         try:
@@ -313,8 +352,24 @@ class EventLoop:
 
     def _resume_accepting(self, now: float) -> None:
         """Accept again once the reason to pause is gone (checked every loop round)."""
-        if self.stop_at is None and not self.done and self._may_accept(now):
-            self.start_accepting()
+        if self.stop_at is not None or self.done:
+            return
+        if not self._may_accept(now):
+            if self._aside_until:  # busy or full now: no more standing aside, not taking
+                self._aside_until = 0.0
+                self._publish_connections()
+            return
+        if self._aside_until:
+            if now < self._aside_until and not self._my_turn():
+                self._next_timer = min(self._next_timer, now + STAND_ASIDE_CHECK)  # a round then, to look again
+                return
+            unclaimed = now >= self._aside_until and not self._my_turn()
+            self._aside_until = 0.0
+            if unclaimed:
+                self._take_unclaimed()
+                if not self._may_accept(time.monotonic()):
+                    return
+        self.start_accepting()
 
     def add_channel(self, sock: socket.socket, peer, adopted: bool = False) -> Channel:
         if sock.family != socket.AF_UNIX:
@@ -326,6 +381,7 @@ class EventLoop:
         self.channels[channel.fileno] = channel
         self.update_interest(channel)
         self.connections_accepted += 1
+        self._publish_connections()
         if self.stopping:
             channel.close_when_idle("server stopping", handoff=self._stop_handoff)
         return channel
@@ -333,6 +389,7 @@ class EventLoop:
     def unregister(self, channel: Channel) -> None:
         if self.channels.get(channel.fileno) is channel:
             del self.channels[channel.fileno]
+            self._publish_connections()
             if self._interest.pop(channel.fileno, None) is not None:
                 self._unregister_fd(channel.sock)
 
@@ -391,7 +448,7 @@ class EventLoop:
             if now >= due:
                 timer[0] = now + interval
                 self._call_hooks([callback], "timer")
-        self._next_timer = min(timer[0] for timer in self._timers)
+        self._next_timer = min((timer[0] for timer in self._timers), default=math.inf)
 
     @staticmethod
     def _call_hooks(hooks: list[Callable[[], None]], kind: str) -> None:

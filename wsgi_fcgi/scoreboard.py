@@ -99,6 +99,8 @@ _NO_CLASS = _INDEX["class_none"]
 _FIRST_BUCKET = _INDEX["bucket_0"]
 _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then the sum of durations
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
+#: per slot: the connections its worker holds while it takes new ones, -1 while it does not
+_CONNECTIONS = struct.Struct("=i")
 
 
 def _status_counters(status: str | None, aborted: bool) -> tuple[int, ...]:
@@ -170,9 +172,12 @@ class Scoreboard:
         self.slots = slots
         self._totals_at = _aligned(_HEADER.size + slots * _SLOT.size)
         self._counters_at = _aligned(self._totals_at + _SEQUENCE.size + _COUNTERS.size)
-        size = self._counters_at + slots * _COUNTERS.size
+        self._connections_at = _aligned(self._counters_at + slots * _COUNTERS.size)
+        self._all_connections = struct.Struct("=%di" % slots)
+        size = self._connections_at + self._all_connections.size
         self.memory = mmap.mmap(-1, size)  # MAP_SHARED|MAP_ANONYMOUS
         _HEADER.pack_into(self.memory, 0, time.time(), 0, 0, 0)
+        self._all_connections.pack_into(self.memory, self._connections_at, *[-1] * slots)
 
     @property
     def started(self) -> float:
@@ -205,6 +210,19 @@ class Scoreboard:
     def clear(self, index: int) -> None:
         self.write(index, Slot())
         self.write_counters(index, Counters())
+        self.set_connections(index, -1)
+
+    # -- connections, for sharing them out (ConnectionShare) --------------------
+
+    def set_connections(self, index: int, connections: int) -> None:
+        """The connections a worker holds while it takes new ones; -1 while it does not."""
+        _CONNECTIONS.pack_into(self.memory, self._connections_at + index * _CONNECTIONS.size, connections)
+
+    def fewest_connections_elsewhere(self, index: int) -> int:
+        """The fewest connections held by another worker taking new ones; -1: none takes them."""
+        taking = [n for i, n in enumerate(self._all_connections.unpack_from(self.memory, self._connections_at))
+                  if n >= 0 and i != index]
+        return min(taking, default=-1)
 
     # -- request counters ------------------------------------------------------
 
@@ -262,3 +280,37 @@ class Scoreboard:
             slot = self.read(index)
             if slot.pid and slot.state != FREE:
                 yield slot
+
+
+class ConnectionShare:
+    """New connections go to the worker of the pool holding the fewest.
+
+    Every worker's loop waits on the same listening sockets: the kernel wakes
+    them all for a new connection and the first to run takes it, so one
+    worker held 29 of nginx's 32 kept connections (and the requests they
+    carry) while the other idled.  Each worker publishes how many it holds
+    while it takes new ones, and one holding more than another that takes
+    them stands aside (loop.py): least connections, where php-fpm's children
+    get the same by holding one each."""
+
+    def __init__(self, scoreboard: Scoreboard, index: int) -> None:
+        self.scoreboard = scoreboard
+        self.index = index
+        self._published: int | None = None
+
+    def publish(self, connections: int) -> None:
+        """`connections` held while taking new ones; -1 while not taking them."""
+        if connections != self._published:
+            self._published = connections
+            self.scoreboard.set_connections(self.index, connections)
+
+    #: connections a worker may hold beyond the fewest before it stands aside:
+    #: with none, a burst (nginx opening its kept connections) flips between
+    #: the workers at every connection, each flip a wait of up to
+    #: loop.STAND_ASIDE_CHECK
+    SLACK = 1
+
+    def my_turn(self, connections: int) -> bool:
+        """No other worker taking new connections holds fewer than `connections` - SLACK."""
+        fewest = self.scoreboard.fewest_connections_elsewhere(self.index)
+        return fewest < 0 or connections <= fewest + self.SLACK

@@ -16,7 +16,7 @@ from . import accesslog, logs, privileges, proctitle, systemd
 from .apploader import AppImportError, enter_directory, load_app
 from .errors import ConfigError, fail
 from .memory import prepare_to_serve, resident_memory
-from .scoreboard import READY, RETIRING, STARTING, STOPPING, Counters, Scoreboard, Slot
+from .scoreboard import READY, RETIRING, STARTING, STOPPING, ConnectionShare, Counters, Scoreboard, Slot
 
 # Imported here, before a worker drops its privileges (--user): its user may
 # not be able to read the interpreter's files later (a venv under /root).
@@ -134,6 +134,8 @@ class Worker:
                               pool=settings.pool_name or settings.app, scoreboard=self.scoreboard,
                               sockets=self.sockets, refresh=self.refresh, show_query=settings.status_show_query)
         server = Server(app, sockets=self.sockets, handoff=self.handoff, **options)
+        if self.master_pid is not None and self.scoreboard.slots > 1:
+            server.loop.share = ConnectionShare(self.scoreboard, self.index)
         server.on_tick.append(self.tick)
         server.on_request_end.append(self.request_ended)
         server.on_inline_round_end.append(self.inline_round_ended)
