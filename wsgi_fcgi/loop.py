@@ -134,13 +134,12 @@ class EventLoop:
         self._publish_connections()
 
     def _stop_accepting(self) -> None:
-        if not self.accepting:
-            return
-        self.accepting = False
-        for sock in self.sockets:
-            self._unregister_fd(sock)
-        if self.handoff is not None:
-            self._unregister_fd(self.handoff.receiver)
+        if self.accepting:
+            self.accepting = False
+            for sock in self.sockets:
+                self._unregister_fd(sock)
+            if self.handoff is not None:
+                self._unregister_fd(self.handoff.receiver)
         self._publish_connections()
 
     def _publish_connections(self) -> None:
@@ -495,6 +494,7 @@ class EventLoop:
 
     def _begin_stop(self, now: float) -> None:
         self.stopping = True
+        self._aside_until = 0.0  # taking none from now on, which the others must know
         self._stop_accepting()
         for channel in list(self.channels.values()):
             if channel.state is OPEN or channel.state is CLOSING:

@@ -1,0 +1,71 @@
+"""A worker's loop standing aside for one holding fewer connections
+(`EventLoop._take_connections`, `_resume_accepting`), with a real listening
+socket and scoreboard and the server reduced to what accepting asks of it."""
+
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from wsgi_fcgi.listeners import PeerFilter
+from wsgi_fcgi.loop import STAND_ASIDE, STAND_ASIDE_CHECK, EventLoop
+from wsgi_fcgi.scoreboard import ConnectionShare, Scoreboard
+
+
+class Server:
+    settings = {"max_connections": 100}
+
+    def all_threads_busy(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def pool():
+    """(loop of worker 0 holding 3 connections, accepting; worker 1's share; the scoreboard)"""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    board = Scoreboard(2)
+    loop = EventLoop(Server(), [listener], PeerFilter(None), None)
+    loop.share = ConnectionShare(board, 0)
+    loop.channels = {fd: SimpleNamespace(state=None) for fd in range(3)}
+    loop.start_accepting()
+    yield loop, ConnectionShare(board, 1), board
+    loop.selector.close()
+    listener.close()
+
+
+def refuse():
+    raise AssertionError("took a connection while another worker holds fewer")
+
+
+def test_it_stands_aside_counted_and_takes_connections_again_once_the_other_caught_up(pool):
+    loop, other, board = pool
+    other.publish(1)
+    loop._take_connections(refuse)
+    assert not loop.accepting and board.fewest_connections_elsewhere(1) == 3  # still counted
+    now = time.monotonic()
+    loop._resume_accepting(now)
+    assert not loop.accepting and loop._next_timer <= now + STAND_ASIDE_CHECK
+    other.publish(2)
+    loop._resume_accepting(now + STAND_ASIDE_CHECK)
+    assert loop.accepting and board.fewest_connections_elsewhere(1) == 3
+
+
+def test_after_standing_aside_it_takes_what_nobody_took(pool):
+    loop, other, board = pool
+    other.publish(0)
+    loop._take_connections(refuse)
+    taken = []
+    loop._accept_one = lambda listener: taken.append(listener) and False
+    loop._resume_accepting(time.monotonic() + STAND_ASIDE)
+    assert taken == loop.sockets and loop.accepting
+
+
+def test_a_worker_stopping_while_it_stands_aside_takes_none_for_the_others(pool):
+    loop, other, board = pool
+    other.publish(0)
+    loop._take_connections(refuse)
+    loop.stop_at = time.monotonic() + 10
+    loop._begin_stop(time.monotonic())
+    assert board.fewest_connections_elsewhere(1) == -1
