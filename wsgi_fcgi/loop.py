@@ -144,10 +144,11 @@ class EventLoop:
 
     def _publish_connections(self) -> None:
         """What the pool's other workers count on: the connections this one
-        holds, or -1 while it takes none (busy, full, stopping), not while it
-        stands aside (they would take all of a burst)."""
+        holds, and whether it takes new ones: not while busy, full or
+        stopping; still while it stands aside (else the others would take
+        all of a burst)."""
         if self.share is not None:
-            self.share.publish(len(self.channels) if self.accepting or self._aside_until else -1)
+            self.share.publish(len(self.channels), self.accepting or bool(self._aside_until))
 
     def _unregister_fd(self, sock) -> None:
         try:

@@ -99,8 +99,8 @@ _NO_CLASS = _INDEX["class_none"]
 _FIRST_BUCKET = _INDEX["bucket_0"]
 _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then the sum of durations
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
-#: per slot: the connections its worker holds while it takes new ones, -1 while it does not
-_CONNECTIONS = struct.Struct("=i")
+#: per slot: the connections its worker holds, and whether it takes new ones (1) or not (0)
+_CONNECTIONS = struct.Struct("=ii")
 
 
 def _status_counters(status: str | None, aborted: bool) -> tuple[int, ...]:
@@ -173,11 +173,10 @@ class Scoreboard:
         self._totals_at = _aligned(_HEADER.size + slots * _SLOT.size)
         self._counters_at = _aligned(self._totals_at + _SEQUENCE.size + _COUNTERS.size)
         self._connections_at = _aligned(self._counters_at + slots * _COUNTERS.size)
-        self._all_connections = struct.Struct("=%di" % slots)
+        self._all_connections = struct.Struct("=%di" % (2 * slots))
         size = self._connections_at + self._all_connections.size
         self.memory = mmap.mmap(-1, size)  # MAP_SHARED|MAP_ANONYMOUS
         _HEADER.pack_into(self.memory, 0, time.time(), 0, 0, 0)
-        self._all_connections.pack_into(self.memory, self._connections_at, *[-1] * slots)
 
     @property
     def started(self) -> float:
@@ -210,19 +209,22 @@ class Scoreboard:
     def clear(self, index: int) -> None:
         self.write(index, Slot())
         self.write_counters(index, Counters())
-        self.set_connections(index, -1)
+        self.set_connections(index, 0, False)
 
     # -- connections, for sharing them out (ConnectionShare) --------------------
 
-    def set_connections(self, index: int, connections: int) -> None:
-        """The connections a worker holds while it takes new ones; -1 while it does not."""
-        _CONNECTIONS.pack_into(self.memory, self._connections_at + index * _CONNECTIONS.size, connections)
+    def set_connections(self, index: int, connections: int, taking: bool) -> None:
+        """The connections a worker holds, and whether it takes new ones."""
+        _CONNECTIONS.pack_into(self.memory, self._connections_at + index * _CONNECTIONS.size, connections, taking)
+
+    def connections(self, index: int) -> int:
+        return _CONNECTIONS.unpack_from(self.memory, self._connections_at + index * _CONNECTIONS.size)[0]
 
     def fewest_connections_elsewhere(self, index: int) -> int:
         """The fewest connections held by another worker taking new ones; -1: none takes them."""
-        taking = [n for i, n in enumerate(self._all_connections.unpack_from(self.memory, self._connections_at))
-                  if n >= 0 and i != index]
-        return min(taking, default=-1)
+        values = self._all_connections.unpack_from(self.memory, self._connections_at)
+        held = [values[2 * i] for i in range(self.slots) if values[2 * i + 1] and i != index]
+        return min(held, default=-1)
 
     # -- request counters ------------------------------------------------------
 
@@ -256,7 +258,7 @@ class Scoreboard:
         return slot
 
     def snapshot(self, attempts: int = 50) -> tuple:
-        """(pool counters: the totals plus every live worker's, [(slot, its counters)])
+        """(pool counters: the totals plus every live worker's, [(slot, its counters, its connections)])
         read between two folds, so that no worker is counted twice or missed."""
         for _ in range(attempts):
             before = self._sequence()
@@ -268,7 +270,7 @@ class Scoreboard:
                     if slot.pid and slot.state != FREE:
                         counters = self.read_counters(index)
                         pool.add(counters)
-                        workers.append((slot, counters))
+                        workers.append((slot, counters, self.connections(index)))
                 if self._sequence() == before:
                     return pool, workers
             time.sleep(0.001)
@@ -296,13 +298,13 @@ class ConnectionShare:
     def __init__(self, scoreboard: Scoreboard, index: int) -> None:
         self.scoreboard = scoreboard
         self.index = index
-        self._published: int | None = None
+        self._published: tuple | None = None
 
-    def publish(self, connections: int) -> None:
-        """`connections` held while taking new ones; -1 while not taking them."""
-        if connections != self._published:
-            self._published = connections
-            self.scoreboard.set_connections(self.index, connections)
+    def publish(self, connections: int, taking: bool) -> None:
+        """The `connections` this worker holds, and whether it is `taking` new ones."""
+        if (connections, taking) != self._published:
+            self._published = (connections, taking)
+            self.scoreboard.set_connections(self.index, connections, taking)
 
     #: connections a worker may hold beyond the fewest before it stands aside:
     #: with none, a burst (nginx opening its kept connections) flips between

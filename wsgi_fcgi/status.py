@@ -54,7 +54,7 @@ def collect(pool: str, scoreboard: Scoreboard, sockets: list, show_query: bool =
     now_wall, now = time.time(), time.monotonic()
     counters, slots = scoreboard.snapshot()
     workers = []
-    for slot, own in slots:
+    for slot, own, connections in slots:
         age = slot.request_age(now)
         uri = slot.uri if show_query else slot.uri.partition(b"?")[0]
         workers.append({
@@ -65,7 +65,7 @@ def collect(pool: str, scoreboard: Scoreboard, sockets: list, show_query: bool =
             "request_method": slot.method.decode("latin-1") if age is not None else "",
             "request_uri": uri.decode("latin-1") if age is not None else "",
             "request_duration": round(age, 3) if age is not None else 0.0,
-            "memory_bytes": slot.rss,
+            "memory_bytes": slot.rss, "connections": connections,
         })
     waiting, backlog = listen_queue(sockets)
     mode, most, max_reached = scoreboard.pool()
@@ -89,6 +89,7 @@ def collect(pool: str, scoreboard: Scoreboard, sockets: list, show_query: bool =
         "idle_threads": max(0, total - active),
         "total_threads": total,
         "max_active_threads": sum(w["max_active_threads"] for w in workers),
+        "connections": sum(w["connections"] for w in workers),
         "slow_requests": counters["slow_requests"],
         "timed_out_requests": counters["timed_out"],
         "bytes_received": counters["bytes_in"],
@@ -113,6 +114,7 @@ _POOL_LABELS = [
     ("max_workers_reached", "max workers reached"),
     ("active_threads", "active threads"), ("idle_threads", "idle threads"),
     ("total_threads", "total threads"), ("max_active_threads", "max active threads"),
+    ("connections", "connections"),
     ("slow_requests", "slow requests"), ("timed_out_requests", "timed out requests"),
     ("bytes_received", "bytes received"), ("bytes_sent", "bytes sent"),
 ]
@@ -139,7 +141,7 @@ def render_text(data: dict) -> str:
     for worker in data["worker_list"]:
         lines.append("")
         lines.append("%-20s %s" % ("pid:", worker["pid"]))
-        for key in ("state", "start_time", "requests", "active_threads", "max_active_threads",
+        for key in ("state", "start_time", "requests", "active_threads", "max_active_threads", "connections",
                     "slow_requests", "request_method", "request_uri", "request_duration"):
             lines.append("%-20s %s" % (key.replace("_", " ") + ":", worker[key]))
     return "\n".join(lines) + "\n"
@@ -196,6 +198,7 @@ def render_openmetrics(data: dict) -> str:
     pool_metric("total_threads", "gauge", "Request threads of the live workers.", "total_threads")
     pool_metric("max_active_threads", "gauge", "Sum over live workers of the most threads busy at once.",
                 "max_active_threads")
+    pool_metric("connections", "gauge", "Connections the live workers hold (kept ones included).", "connections")
     per_worker = [(w, '%s,pid="%d"' % (pool, w["pid"])) for w in data["worker_list"]]
     metric("worker_state", "gauge", "State of one worker: " + ", ".join(
         "%d %s" % (value, name) for name, value in STATE_VALUES.items()) + ".",
@@ -204,6 +207,8 @@ def render_openmetrics(data: dict) -> str:
            [(labels, w["requests"]) for w, labels in per_worker])
     metric("worker_active_threads", "gauge", "Busy threads of one worker.",
            [(labels, w["active_threads"]) for w, labels in per_worker])
+    metric("worker_connections", "gauge", "Connections one worker holds (kept ones included).",
+           [(labels, w["connections"]) for w, labels in per_worker])
     metric("worker_memory_bytes", "gauge", "Resident memory of one worker (see --max-worker-memory).",
            [(labels, w["memory_bytes"]) for w, labels in per_worker])
     metric("worker_request_duration_seconds", "gauge", "Age of the worker's oldest running request (0: idle).",
@@ -237,7 +242,7 @@ tr.busy td { background: #fff3cd; }
 </body></html>
 """
 _WORKER_COLUMNS = ("pid", "state", "start_time", "requests", "active_threads", "threads", "max_active_threads",
-                   "slow_requests", "timed_out_requests", "request_method", "request_uri", "request_duration",
+                   "connections", "slow_requests", "timed_out_requests", "request_method", "request_uri", "request_duration",
                    "memory_bytes")
 
 

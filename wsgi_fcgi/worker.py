@@ -134,8 +134,7 @@ class Worker:
                               pool=settings.pool_name or settings.app, scoreboard=self.scoreboard,
                               sockets=self.sockets, refresh=self.refresh, show_query=settings.status_show_query)
         server = Server(app, sockets=self.sockets, handoff=self.handoff, **options)
-        if self.master_pid is not None and self.scoreboard.slots > 1:
-            server.loop.share = ConnectionShare(self.scoreboard, self.index)
+        server.loop.share = ConnectionShare(self.scoreboard, self.index)
         server.on_tick.append(self.tick)
         server.on_request_end.append(self.request_ended)
         server.on_inline_round_end.append(self.inline_round_ended)

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 
-from support import wait_for, worker_pids
+from support import pool_status, wait_for, worker_pids
 
 from wsgi_fcgi import client
 
@@ -47,6 +47,9 @@ def test_kept_connections_alternate_between_the_workers(start_wsgi_fcgi):
             sockets.append(sock)
             held[pid_of(sock)] += 1
             spreads.append(max(held.values()) - min(held.values()) if len(held) == 2 else max(held.values()))
+        # The status page shows what each holds; its own request's connection is one more somewhere.
+        shown = {w["pid"]: w["connections"] for w in pool_status(server.address)["worker_list"]}
+        assert sum(shown.values()) == CONNECTIONS + 1 and all(shown[pid] - held[pid] in (0, 1) for pid in held)
     finally:
         for sock in sockets:
             sock.close()

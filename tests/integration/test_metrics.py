@@ -168,6 +168,7 @@ def _scoreboard_with_traffic() -> Scoreboard:
             counters.count_request(status_line, status_line is None, 100, 1000, duration)
         counters["slow_requests"] = index
         board.write_counters(index, counters)
+        board.set_connections(index, 5 + index, taking=True)
     board.write(2, Slot(pid=103, state=READY, threads=4))
     board.write_counters(2, board.read_counters(0))
     board.fold(2)  # a reaped worker: its counters stay in the pool's totals
@@ -182,6 +183,7 @@ def test_text_json_openmetrics_and_html_views_show_the_same_figures():
     assert data["responses_by_code"]["499"] == 3  # aborted before a status
     assert data["bytes_received"] == 1200 and data["bytes_sent"] == 12000
     assert data["slow_requests"] == 1
+    assert [w["connections"] for w in data["worker_list"]] == [5, 6] and data["connections"] == 11
     assert [w["request_uri"] for w in data["worker_list"]] == ["", "/search"]  # no query string
 
     families = {f.name: f for f in text_string_to_metric_families(status.render_openmetrics(data))}
@@ -209,13 +211,16 @@ def test_text_json_openmetrics_and_html_views_show_the_same_figures():
     for worker in data["worker_list"]:
         assert value("wsgi_fcgi_worker_state", pid=str(worker["pid"])) == status.STATE_VALUES[worker["state"]]
         assert value("wsgi_fcgi_worker_requests_total", pid=str(worker["pid"])) == worker["requests"]
+        assert value("wsgi_fcgi_worker_connections", pid=str(worker["pid"])) == worker["connections"]
+    assert value("wsgi_fcgi_connections") == data["connections"]
 
     text = status.render_text(data)
     for label, figure in (("accepted requests", 12), ("responses 4xx", 6), ("responses 499", 3),
-                          ("bytes sent", 12000), ("duration <= +Inf s", 12), ("duration count", 12)):
+                          ("bytes sent", 12000), ("connections", 11), ("duration <= +Inf s", 12), ("duration count", 12)):
         assert "%-20s %s" % (label + ":", figure) in text
     page = status.render_html(data)
     assert "<th>responses 4xx</th><td class=\"n\">6</td>" in page
+    assert "<th>connections</th><td class=\"n\">11</td>" in page
     assert "/search" in page and "secret" not in page
     shown = status.collect("shop", _scoreboard_with_traffic(), [], show_query=True)
     assert [w["request_uri"] for w in shown["worker_list"]] == ["", "/search?token=secret"]

@@ -119,7 +119,7 @@ def test_request_timeout_stuck_in_c_replaces_the_worker(start_wsgi_fcgi, start_n
 def test_status_requests_never_reach_the_app(start_wsgi_fcgi):
     from wsgi_fcgi import client
     server = start_wsgi_fcgi("envapp:app", "--no-master", *STATUS)
-    response = client.request(server.address, "GET", "/fcgi-status?json")
-    data = json.loads(response.body)
-    assert "environ" not in data and data["workers"] == 1
+    with client.connect(server.address):  # one connection more for the page to count (--no-master too)
+        data = json.loads(client.request(server.address, "GET", "/fcgi-status?json").body)
+    assert "environ" not in data and data["workers"] == 1 and data["connections"] == 2
     assert client.request(server.address, "GET", "/fcgi-ping").body == b"pong\n"

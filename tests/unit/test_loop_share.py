@@ -41,20 +41,20 @@ def refuse():
 
 def test_it_stands_aside_counted_and_takes_connections_again_once_the_other_caught_up(pool):
     loop, other, board = pool
-    other.publish(1)
+    other.publish(1, True)
     loop._take_connections(refuse)
     assert not loop.accepting and board.fewest_connections_elsewhere(1) == 3  # still counted
     now = time.monotonic()
     loop._resume_accepting(now)
     assert not loop.accepting and loop._next_timer <= now + STAND_ASIDE_CHECK
-    other.publish(2)
+    other.publish(2, True)
     loop._resume_accepting(now + STAND_ASIDE_CHECK)
     assert loop.accepting and board.fewest_connections_elsewhere(1) == 3
 
 
 def test_after_standing_aside_it_takes_what_nobody_took(pool):
     loop, other, board = pool
-    other.publish(0)
+    other.publish(0, True)
     loop._take_connections(refuse)
     taken = []
     loop._accept_one = lambda listener: taken.append(listener) and False
@@ -64,7 +64,7 @@ def test_after_standing_aside_it_takes_what_nobody_took(pool):
 
 def test_a_worker_stopping_while_it_stands_aside_takes_none_for_the_others(pool):
     loop, other, board = pool
-    other.publish(0)
+    other.publish(0, True)
     loop._take_connections(refuse)
     loop.stop_at = time.monotonic() + 10
     loop._begin_stop(time.monotonic())

@@ -12,23 +12,23 @@ def test_a_new_scoreboard_has_no_worker_taking_connections():
 def test_a_worker_takes_connections_unless_another_holds_fewer_by_more_than_the_slack():
     board = Scoreboard(3)
     first, second, third = (ConnectionShare(board, i) for i in range(3))
-    first.publish(5)
-    second.publish(3)
+    first.publish(5, True)
+    second.publish(3, True)
     assert board.fewest_connections_elsewhere(0) == 3 and board.fewest_connections_elsewhere(1) == 5
     assert first.my_turn(4) and not first.my_turn(5)
     assert second.my_turn(3) and second.my_turn(6) and not second.my_turn(7)
-    third.publish(0)
+    third.publish(0, True)
     assert board.fewest_connections_elsewhere(1) == 0 and second.my_turn(1) and not second.my_turn(2)
 
 
 def test_a_worker_not_taking_connections_is_left_out():
     board = Scoreboard(2)
     first, second = ConnectionShare(board, 0), ConnectionShare(board, 1)
-    first.publish(10)
-    second.publish(0)
+    first.publish(10, True)
+    second.publish(0, True)
     assert not first.my_turn(10)
-    second.publish(-1)  # busy, full or stopping
+    second.publish(0, False)  # busy, full or stopping
     assert first.my_turn(10)
-    second.publish(0)
+    second.publish(0, True)
     board.clear(1)  # the master reaped it
     assert first.my_turn(10) and board.fewest_connections_elsewhere(0) == -1
