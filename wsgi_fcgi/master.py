@@ -286,6 +286,7 @@ class Master:
                           "starting a worker once one exits", len(self.workers), stopping)
             return None
         self.slots_full = False
+        self.scoreboard.claim(index)
         sys.stdout.flush()
         sys.stderr.flush()
         # A stop signal sent to the new worker before it has its own handlers

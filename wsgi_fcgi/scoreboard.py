@@ -99,8 +99,15 @@ _NO_CLASS = _INDEX["class_none"]
 _FIRST_BUCKET = _INDEX["bucket_0"]
 _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then the sum of durations
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
-#: per slot: the connections its worker holds, and whether it takes new ones (1) or not (0)
+#: per slot: the connections its worker holds, and whether it takes new ones (1) or not (0);
+#: before them, how many slots from the first have ever had a worker (the master writes it)
 _CONNECTIONS = struct.Struct("=ii")
+_SLOTS_USED = struct.Struct("=i")
+
+
+@functools.cache
+def _connections_of(slots: int) -> struct.Struct:
+    return struct.Struct("=%di" % (2 * slots))
 
 
 def _status_counters(status: str | None, aborted: bool) -> tuple[int, ...]:
@@ -173,8 +180,7 @@ class Scoreboard:
         self._totals_at = _aligned(_HEADER.size + slots * _SLOT.size)
         self._counters_at = _aligned(self._totals_at + _SEQUENCE.size + _COUNTERS.size)
         self._connections_at = _aligned(self._counters_at + slots * _COUNTERS.size)
-        self._all_connections = struct.Struct("=%di" % (2 * slots))
-        size = self._connections_at + self._all_connections.size
+        size = self._connections_at + _SLOTS_USED.size + slots * _CONNECTIONS.size
         self.memory = mmap.mmap(-1, size)  # MAP_SHARED|MAP_ANONYMOUS
         _HEADER.pack_into(self.memory, 0, time.time(), 0, 0, 0)
 
@@ -213,17 +219,30 @@ class Scoreboard:
 
     # -- connections, for sharing them out (ConnectionShare) --------------------
 
+    def claim(self, index: int) -> None:
+        """The master, starting a worker in slot `index`: the slots a worker
+        looks through for the fewest connections end after it (with 2
+        workers, 2 to 4 of the 68 slots, a microsecond less per accept)."""
+        if index >= self._slots_used():
+            _SLOTS_USED.pack_into(self.memory, self._connections_at, index + 1)
+
+    def _slots_used(self) -> int:
+        return _SLOTS_USED.unpack_from(self.memory, self._connections_at)[0]
+
+    def _connections_offset(self, index: int) -> int:
+        return self._connections_at + _SLOTS_USED.size + index * _CONNECTIONS.size
+
     def set_connections(self, index: int, connections: int, taking: bool) -> None:
         """The connections a worker holds, and whether it takes new ones."""
-        _CONNECTIONS.pack_into(self.memory, self._connections_at + index * _CONNECTIONS.size, connections, taking)
+        _CONNECTIONS.pack_into(self.memory, self._connections_offset(index), connections, taking)
 
     def connections(self, index: int) -> int:
-        return _CONNECTIONS.unpack_from(self.memory, self._connections_at + index * _CONNECTIONS.size)[0]
+        return _CONNECTIONS.unpack_from(self.memory, self._connections_offset(index))[0]
 
     def fewest_connections_elsewhere(self, index: int) -> int:
         """The fewest connections held by another worker taking new ones; -1: none takes them."""
-        values = self._all_connections.unpack_from(self.memory, self._connections_at)
-        held = [values[2 * i] for i in range(self.slots) if values[2 * i + 1] and i != index]
+        values = _connections_of(self._slots_used()).unpack_from(self.memory, self._connections_offset(0))
+        held = [values[i] for i in range(0, len(values), 2) if values[i + 1] and i != 2 * index]
         return min(held, default=-1)
 
     # -- request counters ------------------------------------------------------

@@ -26,6 +26,7 @@ def pool():
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
     board = Scoreboard(2)
+    board.claim(1)
     loop = EventLoop(Server(), [listener], PeerFilter(None), None)
     loop.share = ConnectionShare(board, 0)
     loop.channels = {fd: SimpleNamespace(state=None) for fd in range(3)}

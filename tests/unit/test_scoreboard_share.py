@@ -3,14 +3,22 @@
 from wsgi_fcgi.scoreboard import ConnectionShare, Scoreboard
 
 
+def claimed(slots: int) -> Scoreboard:
+    """A scoreboard whose every slot has had a worker (the master claims each as it forks)."""
+    board = Scoreboard(slots)
+    for index in range(slots):
+        board.claim(index)
+    return board
+
+
 def test_a_new_scoreboard_has_no_worker_taking_connections():
-    board = Scoreboard(3)
+    board = claimed(3)
     assert [board.fewest_connections_elsewhere(i) for i in range(3)] == [-1, -1, -1]
     assert ConnectionShare(board, 0).my_turn(1000)
 
 
 def test_a_worker_takes_connections_unless_another_holds_fewer_by_more_than_the_slack():
-    board = Scoreboard(3)
+    board = claimed(3)
     first, second, third = (ConnectionShare(board, i) for i in range(3))
     first.publish(5, True)
     second.publish(3, True)
@@ -22,7 +30,7 @@ def test_a_worker_takes_connections_unless_another_holds_fewer_by_more_than_the_
 
 
 def test_a_worker_not_taking_connections_is_left_out():
-    board = Scoreboard(2)
+    board = claimed(2)
     first, second = ConnectionShare(board, 0), ConnectionShare(board, 1)
     first.publish(10, True)
     second.publish(0, True)
@@ -32,3 +40,14 @@ def test_a_worker_not_taking_connections_is_left_out():
     second.publish(0, True)
     board.clear(1)  # the master reaped it
     assert first.my_turn(10) and board.fewest_connections_elsewhere(0) == -1
+
+
+def test_only_the_slots_that_ever_had_a_worker_are_looked_through():
+    board = Scoreboard(68)
+    board.claim(1)  # the master started workers in slots 0 and 1
+    ConnectionShare(board, 1).publish(2, True)
+    assert board.fewest_connections_elsewhere(0) == 2
+    board.claim(0)  # a worker in a lower slot again: the end stays
+    board.claim(3)
+    ConnectionShare(board, 3).publish(0, True)
+    assert board.fewest_connections_elsewhere(0) == 0 and board.fewest_connections_elsewhere(3) == 2
