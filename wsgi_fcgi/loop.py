@@ -66,6 +66,8 @@ class EventLoop:
         self._accept_again_at = 0.0  # after EMFILE and the like: not before then
         self.share: ConnectionShare | None = None  # in a pool of workers: set by the worker
         self._aside_until = 0.0  # standing aside for a worker holding fewer connections: until then
+        # a request with FCGI_KEEP_CONN set came, one with it clear (ConnectionShare)
+        self.kept_noted = self.not_kept_noted = False
         self.stop_at: float | None = None  # graceful stop deadline
         self._stop_handoff = False
         self.stopping = False
@@ -144,11 +146,22 @@ class EventLoop:
 
     def _publish_connections(self) -> None:
         """What the pool's other workers count on: the connections this one
-        holds, and whether it takes new ones: not while busy, full or
-        stopping; still while it stands aside (else the others would take
-        all of a burst)."""
+        holds, and those it shares out by, or -1 while it takes no new ones
+        (busy, full or stopping; while it stands aside it does take them,
+        else the others would take all of a burst)."""
         if self.share is not None:
-            self.share.publish(len(self.channels), self.accepting or bool(self._aside_until))
+            held = len(self.channels)
+            self.share.publish(held, held if self.accepting or self._aside_until > 0 else -1)
+
+    def note_keep_conn(self, kept: bool) -> None:
+        """The first request with FCGI_KEEP_CONN set (`kept`), or clear (loop
+        thread): whether the pool shares its connections out."""
+        if kept:
+            self.kept_noted = True
+        else:
+            self.not_kept_noted = True
+        if self.share is not None:
+            self.share.note_keep_conn(kept)
 
     def _unregister_fd(self, sock) -> None:
         try:

@@ -180,6 +180,10 @@ class Server:
             # nginx without fastcgi_keep_conn waits for our close, not for END_REQUEST:
             # the connection is never handed to another worker then
             channel.close_after_requests("FCGI_KEEP_CONN clear")
+            if not self.loop.not_kept_noted:
+                self.loop.note_keep_conn(False)
+        elif not self.loop.kept_noted:
+            self.loop.note_keep_conn(True)
         if self.max_body_size and event.role != p.AUTHORIZER:
             length = content_length_of(event.params)
             if length is not None and length > self.max_body_size:

@@ -168,7 +168,7 @@ def _scoreboard_with_traffic() -> Scoreboard:
             counters.count_request(status_line, status_line is None, 100, 1000, duration)
         counters["slow_requests"] = index
         board.write_counters(index, counters)
-        board.set_connections(index, 5 + index, taking=True)
+        board.set_connections(index, 5 + index, shared=4)
     board.write(2, Slot(pid=103, state=READY, threads=4))
     board.write_counters(2, board.read_counters(0))
     board.fold(2)  # a reaped worker: its counters stay in the pool's totals

@@ -29,6 +29,7 @@ def pool():
     board.claim(1)
     loop = EventLoop(Server(), [listener], PeerFilter(None), None)
     loop.share = ConnectionShare(board, 0)
+    loop.note_keep_conn(True)
     loop.channels = {fd: SimpleNamespace(state=None) for fd in range(3)}
     loop.start_accepting()
     yield loop, ConnectionShare(board, 1), board
@@ -42,20 +43,20 @@ def refuse():
 
 def test_it_stands_aside_counted_and_takes_connections_again_once_the_other_caught_up(pool):
     loop, other, board = pool
-    other.publish(1, True)
+    other.publish(1, 1)
     loop._take_connections(refuse)
     assert not loop.accepting and board.fewest_connections_elsewhere(1) == 3  # still counted
     now = time.monotonic()
     loop._resume_accepting(now)
     assert not loop.accepting and loop._next_timer <= now + STAND_ASIDE_CHECK
-    other.publish(2, True)
+    other.publish(2, 2)
     loop._resume_accepting(now + STAND_ASIDE_CHECK)
     assert loop.accepting and board.fewest_connections_elsewhere(1) == 3
 
 
 def test_after_standing_aside_it_takes_what_nobody_took(pool):
     loop, other, board = pool
-    other.publish(0, True)
+    other.publish(0, 0)
     loop._take_connections(refuse)
     taken = []
     loop._accept_one = lambda listener: taken.append(listener) and False
@@ -65,8 +66,30 @@ def test_after_standing_aside_it_takes_what_nobody_took(pool):
 
 def test_a_worker_stopping_while_it_stands_aside_takes_none_for_the_others(pool):
     loop, other, board = pool
-    other.publish(0, True)
+    other.publish(0, 0)
     loop._take_connections(refuse)
     loop.stop_at = time.monotonic() + 10
     loop._begin_stop(time.monotonic())
     assert board.fewest_connections_elsewhere(1) == -1
+
+
+
+def test_a_pool_whose_web_server_does_not_keep_connections_shares_none_out(pool):
+    """nginx without fastcgi_keep_conn: a connection per request, each
+    carrying one; standing aside for one another then cost 13% of the hello
+    requests a second, for nothing."""
+    loop, _, _ = pool
+    board = Scoreboard(2)  # a new pool: no request yet
+    board.claim(1)
+    loop.share, other = ConnectionShare(board, 0), ConnectionShare(board, 1)
+    loop.kept_noted = False
+    other.publish(0, 0)
+    loop._take_connections(refuse)  # shared out: nginx may be opening its kept connections
+    loop._resume_accepting(time.monotonic() + STAND_ASIDE)
+    other.note_keep_conn(False)  # a request with FCGI_KEEP_CONN clear, in another worker
+    taken = []
+    loop._take_connections(lambda: taken.append(True) and False)
+    assert taken == [True] and loop.accepting
+    loop.note_keep_conn(True)  # one with it set: kept connections to share out after all
+    loop._take_connections(refuse)
+    assert not loop.accepting
