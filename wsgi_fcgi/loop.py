@@ -146,9 +146,9 @@ class EventLoop:
 
     def _publish_connections(self) -> None:
         """What the pool's other workers count on: the connections this one
-        holds, and those it shares out by, or -1 while it takes no new ones
-        (busy, full or stopping; while it stands aside it does take them,
-        else the others would take all of a burst)."""
+        holds, and whether it takes new ones: not while busy, full or
+        stopping; still while it stands aside (else the others would take
+        all of a burst)."""
         if self.share is not None:
             held = len(self.channels)
             self.share.publish(held, held if self.accepting or self._aside_until > 0 else -1)

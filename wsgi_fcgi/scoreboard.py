@@ -99,8 +99,8 @@ _NO_CLASS = _INDEX["class_none"]
 _FIRST_BUCKET = _INDEX["bucket_0"]
 _COUNTERS = struct.Struct("=%dQd" % len(COUNTER_NAMES))  # the counters, then the sum of durations
 _SEQUENCE = struct.Struct("=Q")  # odd while the master folds a worker into the totals
-#: per slot: the connections its worker holds, and those it shares out by (kept ones,
-#: ConnectionShare), -1 while it takes no new ones; before them three words: how many
+#: per slot: the connections its worker holds, and the same while it takes new ones,
+#: -1 while it does not (ConnectionShare); before them three words: how many
 #: slots from the first have ever had a worker (the master writes it), and whether a
 #: worker has seen a request with FCGI_KEEP_CONN set, and one with it clear
 _CONNECTIONS = struct.Struct("=ii")
@@ -248,14 +248,14 @@ class Scoreboard:
         return self._connections_at + _POOL_WORDS + index * _CONNECTIONS.size
 
     def set_connections(self, index: int, connections: int, shared: int) -> None:
-        """The connections a worker holds, and those it shares out by (-1: it takes no new ones)."""
+        """The connections a worker holds; `shared`: the same while it takes new ones, else -1."""
         _CONNECTIONS.pack_into(self.memory, self._connections_offset(index), connections, shared)
 
     def connections(self, index: int) -> int:
         return _CONNECTIONS.unpack_from(self.memory, self._connections_offset(index))[0]
 
     def fewest_connections_elsewhere(self, index: int) -> int:
-        """The fewest connections shared out by another worker taking new ones; -1: none takes them."""
+        """The fewest connections held by another worker taking new ones; -1: none takes them."""
         values = _connections_of(self._slots_used()).unpack_from(self.memory, self._connections_offset(0))
         shared = [values[i] for i in range(1, len(values), 2) if values[i] >= 0 and i != 2 * index + 1]
         return min(shared, default=-1)
@@ -355,8 +355,8 @@ class ConnectionShare:
         return True
 
     def publish(self, held: int, shared: int) -> None:
-        """The connections this worker holds, and the kept ones it shares out
-        by (-1: it takes no new ones)."""
+        """The connections this worker holds; `shared`: the same while it
+        takes new ones, else -1."""
         if held != self._held or shared != self._shared:
             self._held, self._shared = held, shared
             self.scoreboard.set_connections(self.index, held, shared)
@@ -368,7 +368,7 @@ class ConnectionShare:
     SLACK = 1
 
     def my_turn(self, connections: int) -> bool:
-        """No other worker taking new connections shares out fewer than `connections` - SLACK."""
+        """No other worker taking new connections holds fewer than `connections` - SLACK."""
         if connections <= self.SLACK:
             return True  # nobody holds fewer than none: the scoreboard need not be read
         if not self._sharing():
