@@ -383,6 +383,14 @@ def worker_pids(address: str, path: str = "/status") -> set:
     return {w["pid"] for w in pool_status(address, path)["worker_list"] if w["state"] in ("idle", "busy")}
 
 
+def pid_of(sock: socket.socket) -> int:
+    """The pid of the worker serving kept connection `sock` (one request for
+    /pid on it: tests/apps/metricsapp.py)."""
+    from wsgi_fcgi import client
+    sock.sendall(client.encode_request(1, client.cgi_params("GET", "/pid"), keep_conn=True))
+    return int(client.read_response(sock, 1).body)
+
+
 class RequestLoop:
     """GET `url` over and over in a thread (bounded by `max_seconds`), counting outcomes."""
 

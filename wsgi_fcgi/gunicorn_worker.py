@@ -15,16 +15,23 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from gunicorn.workers.base import Worker
 
 from .handoff import Handoff
 from .memory import prepare_to_serve
+from .scoreboard import ConnectionShare, Scoreboard
 from .server import Request, Server
 from .settings import gunicorn_server_options
 from .wsgi import INTERNAL_ERROR, InvalidResponse, encode_head, simple_response
 
 _engine_log = logging.getLogger("wsgi_fcgi")
+
+#: Workers that can share connections out at once: the old generation
+#: draining after a HUP, the new one, and those added by TTIN.  A worker
+#: beyond them takes connections as the kernel hands them (it never stands aside).
+SHARE_SLOTS = 64
 
 
 class RequestInfo:
@@ -92,11 +99,40 @@ class FastCGIWorker(Worker):
     #: live workers (handoff.py).  Made once in gunicorn's arbiter, which calls
     #: check_config before it forks, so that every worker inherits it.
     handoff: Handoff | None = None
+    #: New connections go to the worker holding the fewest (scoreboard.ConnectionShare):
+    #: the kernel wakes every worker for one and the first to run takes it, which left
+    #: one worker with all of nginx's kept connections.  Made with the hand-off.
+    share_board: Scoreboard | None = None
+    #: In the arbiter: the worker object each slot of share_board was given to
+    _share_owners: dict[int, weakref.ref] = {}
 
     @classmethod
     def check_config(cls, cfg, log) -> None:
         if cls.handoff is None:
             cls.handoff = Handoff()
+        if cls.share_board is None:
+            cls.share_board = Scoreboard(SHARE_SLOTS)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)  # in the arbiter, before it forks this worker
+        self.share_index = self._claim_share_slot()
+
+    def _claim_share_slot(self) -> int | None:
+        """The first slot of share_board whose worker is gone (the arbiter
+        reaped it, or its process no longer exists), its counts cleared."""
+        board = self.share_board
+        if board is None or os.getpid() != self.ppid:
+            return None
+        owners = FastCGIWorker._share_owners
+        for index in range(board.slots):
+            owner = owners.get(index)
+            worker = owner() if owner is not None else None
+            if worker is None or not _process_exists(worker.pid):
+                owners[index] = weakref.ref(self)
+                board.set_connections(index, 0, -1)
+                board.claim(index)
+                return index
+        return None
 
     def run(self) -> None:
         cfg = self.cfg
@@ -114,9 +150,16 @@ class FastCGIWorker(Worker):
         )
         self.server.on_tick.append(self._tick)
         self.server.on_request_end.append(self._request_ended)
+        board, index = self.share_board, self.share_index
+        if board is not None and index is not None:
+            self.server.loop.share = ConnectionShare(board, index)
         prepare_to_serve()
         self.notify()
-        self.server.serve_forever()
+        try:
+            self.server.serve_forever()
+        finally:
+            if board is not None and index is not None:
+                board.set_connections(index, 0, -1)  # held none, takes none
 
     def _adopt_gunicorn_logging(self) -> None:
         """Send the engine's log lines to gunicorn's error log, same format and level."""
@@ -216,6 +259,18 @@ class FastCGIWorker(Worker):
             self.cfg.post_request(self, state.req, state.environ, resp)
         except Exception:
             self.log.exception("Exception in post_request hook")
+
+
+def _process_exists(pid) -> bool:
+    """`pid` (gunicorn's "[booting]" before the fork) is a process."""
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's: it exists
+    return True
 
 
 def request_target(environ: dict) -> str:

@@ -10,21 +10,14 @@ worker does not hold the others' new connections up."""
 import collections
 import os
 import signal
-import socket
 import time
 
-from support import pool_status, wait_for, worker_pids
+from support import pid_of, pool_status, wait_for, worker_pids
 
 from wsgi_fcgi import client
 
 STATUS = ("--status-path", "/status")
 CONNECTIONS = 40
-
-
-def pid_of(sock: socket.socket) -> int:
-    """The pid of the worker serving kept connection `sock` (one /pid request on it)."""
-    sock.sendall(client.encode_request(1, client.cgi_params("GET", "/pid"), keep_conn=True))
-    return int(client.read_response(sock, 1).body)
 
 
 def start_pool(start_wsgi_fcgi, workers: int = 2):

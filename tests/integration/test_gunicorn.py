@@ -1,5 +1,6 @@
 """The gunicorn worker class (issue 4): real gunicorn masters, real nginx in front."""
 
+import collections
 import hashlib
 import json
 import os
@@ -22,10 +23,12 @@ from support import (
     can_connect,
     fastcgi_location,
     free_port,
+    pid_of,
     project_env,
     wait_for,
 )
 
+from wsgi_fcgi import client
 from wsgi_fcgi import protocol as p
 from wsgi_fcgi.client import request
 
@@ -144,6 +147,55 @@ def test_multiplexed_requests_on_one_connection(start_gunicorn):
     assert json.loads(fast[2].body)["environ"]["QUERY_STRING"] == "n=2"
     assert json.loads(fast[3].body)["body_length"] == 5
     assert all(r.protocol_status == p.REQUEST_COMPLETE for r in (slow, *fast.values()))
+
+
+def _spread(held: collections.Counter) -> int:
+    return max(held.values()) - min(held.values()) if len(held) == 2 else max(held.values())
+
+
+def test_workers_share_kept_connections_out(start_gunicorn):
+    """Kept connections made one at a time alternate between the workers
+    (scoreboard.ConnectionShare, as under wsgi_fcgi's own master): gunicorn's
+    workers all wait on its listening socket and the first to run took each
+    connection (behind nginx with wrk -c32: 32/0, 2/30, 5/27 per worker).
+    A worker holds at most one more than the other, 3 when the other was
+    more than 10 ms late to take one."""
+    server = start_gunicorn("--threads", "4", app="metricsapp:app")
+    held: collections.Counter = collections.Counter()
+    sockets, spreads = [], []
+    try:
+        for _ in range(40):
+            sock = client.connect(server.address)
+            sockets.append(sock)
+            held[pid_of(sock)] += 1
+            spreads.append(_spread(held))
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert len(held) == 2 and max(spreads) <= 3, (held, spreads)
+
+
+def test_a_replaced_worker_takes_the_new_connections(start_gunicorn):
+    """A worker killed with its connections: gunicorn's arbiter starts
+    another in its slot of the share, counts cleared, and new connections go
+    to it, the one holding none, until it holds as many as the other."""
+    server = start_gunicorn("--threads", "4", app="metricsapp:app")
+    sockets = [client.connect(server.address) for _ in range(8)]
+    try:
+        by_pid = collections.Counter(pid_of(sock) for sock in sockets)
+        killed = min(by_pid)
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: killed not in server.worker_pids() and len(server.worker_pids()) == 2, 20,
+                 what="a new worker")
+        wait_for(lambda: server.log().count("] serving on ") >= 3, 20, what="the new worker's engine")
+        fresh = (server.worker_pids() - set(by_pid)).pop()
+        more = [client.connect(server.address) for _ in range(3)]
+        sockets.extend(more)
+        taken = [pid_of(sock) for sock in more]
+        assert taken.count(fresh) >= 2, (fresh, by_pid, taken)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def test_unix_socket_single_thread_under_a_prefix(start_gunicorn, start_nginx, tmp_path):
