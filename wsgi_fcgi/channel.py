@@ -45,6 +45,7 @@ from .connection import (
     PACED_READ,
     FilterDataReceived,
     Ignored,
+    PacingStarted,
     ParamsTooLarge,
     Reply,
     RequestAborted,
@@ -284,6 +285,9 @@ class Channel:
             server.refuse_params(self, event)
         elif kind is Ignored:
             log.debug("%r: ignored %r: %s", self, event.record, event.reason)
+        elif kind is PacingStarted:
+            log.warning("%r: a flood of tiny records (%d in a read of %d bytes): read %d bytes at a time "
+                        "while it lasts", self, event.records, event.size, PACED_READ)
 
     def on_peer_closed(self) -> None:
         """The peer's FIN: requests whose input is complete still get their

@@ -56,6 +56,13 @@ class Reply(NamedTuple):
     data: bytes
 
 
+class PacingStarted(NamedTuple):
+    """The peer sends a flood of tiny records (`records` in `size` bytes):
+    from now on it is read PACED_READ bytes at a time (ServerConnection.paced)."""
+    records: int
+    size: int
+
+
 class Ignored(NamedTuple):
     """A record the spec lets us drop (inactive request id, server-only type)."""
     record: p.Record
@@ -63,7 +70,7 @@ class Ignored(NamedTuple):
 
 
 Event = (RequestStarted | StdinReceived | FilterDataReceived | RequestAborted | ParamsTooLarge | Reply
-         | Ignored)
+         | Ignored | PacingStarted)
 
 #: What a peer sending tiny records is read in (ServerConnection.paced): a
 #: read buffer's worth of 8-byte records is tens of thousands, each with its
@@ -153,7 +160,7 @@ class ServerConnection:
                 else:
                     self._application(record, events)
             if parser.records_in_last_feed > _MANY_RECORDS or self.paced:
-                self._pace(len(data), parser.records_in_last_feed)
+                self._pace(len(data), parser.records_in_last_feed, events)
             if parser.error is not None:  # after the whole records before it
                 raise parser.error
         except p.ProtocolError as exc:
@@ -163,7 +170,7 @@ class ServerConnection:
                 raise
         return events
 
-    def _pace(self, size: int, records: int) -> None:
+    def _pace(self, size: int, records: int, events: list[Event]) -> None:
         """A web server sends a few records per read, of hundreds of bytes
         and more.  A flood of tiny ones (management records that each take
         an answer, a body in 1-byte records) costs per record: the peer is
@@ -171,6 +178,8 @@ class ServerConnection:
         _PACED_UNTIL bytes come in ordinary records (so that alternating a
         little ordinary input with a buffer of tiny records does not pay)."""
         if records > _MANY_RECORDS and records * _TINY_RECORD >= size:
+            if not self.paced:
+                events.append(PacingStarted(records, size))
             self.paced = True
             self._ordinary_bytes = 0
         elif self.paced:

@@ -169,6 +169,7 @@ def test_a_peer_flooding_tiny_records_delays_the_others_by_a_few_of_them(start_w
     print("%s: %d bursts of %d bytes; other requests waited %.1f ms (median), %.1f ms (max) over %d"
           % (flood, sent[0], len(burst), 1000 * median, 1000 * waits[-1], len(waits)))
     assert sent[0] >= 20 and len(waits) >= 5 and median < FLOOD_MEDIAN_BOUNDS[flood], waits
+    assert server.log().count("a flood of tiny records") == 1, server.log()[-2000:]  # logged once, when it began
 
 
 def test_a_peer_not_reading_its_management_answers_is_dropped_before_they_hold_much(start_wsgi_fcgi):

@@ -7,6 +7,7 @@ from wsgi_fcgi import protocol as p
 from wsgi_fcgi.connection import (
     FilterDataReceived,
     Ignored,
+    PacingStarted,
     ParamsTooLarge,
     Reply,
     RequestAborted,
@@ -188,7 +189,7 @@ def test_params_in_tiny_records_count_64_bytes_a_record():
     events = []
     for _ in range(20):
         events += conn.receive_data(p.encode_record(p.PARAMS, 1, pairs) * 1000)
-    assert events == [ParamsTooLarge(1, (1 << 20) // 64 * 64 + 64)]
+    assert events == [PacingStarted(1000, 16000), ParamsTooLarge(1, (1 << 20) // 64 * 64 + 64)]
 
 
 def test_params_in_ordinary_records_count_their_bytes():
@@ -298,15 +299,16 @@ def test_a_flood_of_tiny_records_is_read_in_small_pieces_until_ordinary_input_co
         conn.receive_data(begin(2) + p.encode_record(p.PARAMS, 2, b"x" * 200))
     tiny = {"get-values": p.encode_get_values([]), "one-byte-stdin": p.encode_record(p.STDIN, 1, b"a"),
             "stdin-of-a-refused-request": p.encode_record(p.STDIN, 2, b"a")}[flood]
-    conn.receive_data(tiny * 1000)
-    assert conn.paced
+    started = [e for e in conn.receive_data(tiny * 1000) if isinstance(e, PacingStarted)]
+    assert conn.paced and started == [PacingStarted(1000, len(tiny) * 1000)]
     conn.receive_data(body_records(1, 4096, 4088))  # a little ordinary input does not end it ...
-    conn.receive_data(tiny * 100)
+    assert not any(isinstance(e, PacingStarted) for e in conn.receive_data(tiny * 100))  # nor starts it again
     assert conn.paced
     for _ in range(8):
         assert conn.paced
         conn.receive_data(body_records(1, 32768, 32760))  # ... 256 KiB of it does
     assert not conn.paced
+    assert [e for e in conn.receive_data(tiny * 1000) if isinstance(e, PacingStarted)]  # a new flood
 
 
 def test_a_few_tiny_records_are_not_a_flood():
