@@ -359,9 +359,12 @@ class EventLoop:
         """Room for one more connection: under --max-connections, not right
         after running out of file descriptors, and (in a pool of workers) a
         thread free: a busy worker leaves new connections to the others, as
-        php-fpm's children do."""
+        php-fpm's children do, while another takes them."""
         return (len(self.channels) < self.max_connections and now >= self._accept_again_at
-                and not self.server.all_threads_busy())
+                and not (self.server.all_threads_busy() and self._another_takes_them()))
+
+    def _another_takes_them(self) -> bool:
+        return self.share is None or self.share.another_takes_them()
 
     def _resume_accepting(self, now: float) -> None:
         """Accept again once the reason to pause is gone (checked every loop round)."""

@@ -367,6 +367,20 @@ class ConnectionShare:
     #: loop.STAND_ASIDE_CHECK
     SLACK = 1
 
+    def another_takes_them(self) -> bool:
+        """Another worker takes new connections; True where none are shared out.
+
+        A worker whose threads are all busy leaves new connections to the
+        others, but not when none takes them (all busy, full or stopping): a
+        connection left in the listen backlog then waits until a worker's live
+        requests fall below its threads, and kept connections sending
+        requests back to back kept both of 2 workers above it for half a
+        second while 10 of nginx's 32 new connections waited (a Flask page,
+        `wrk -c32`).  Accepted, its requests queue for the next free thread."""
+        if not self._sharing():
+            return True
+        return self.scoreboard.fewest_connections_elsewhere(self.index) >= 0
+
     def my_turn(self, connections: int) -> bool:
         """No other worker taking new connections holds fewer than `connections` - SLACK."""
         if connections <= self.SLACK:

@@ -15,9 +15,10 @@ from wsgi_fcgi.scoreboard import ConnectionShare, Scoreboard
 
 class Server:
     settings = {"max_connections": 100}
+    busy = False
 
     def all_threads_busy(self) -> bool:
-        return False
+        return self.busy
 
 
 @pytest.fixture
@@ -93,3 +94,32 @@ def test_a_pool_whose_web_server_does_not_keep_connections_shares_none_out(pool)
     loop.note_keep_conn(True)  # one with it set: kept connections to share out after all
     loop._take_connections(refuse)
     assert not loop.accepting
+
+
+def test_a_busy_worker_takes_connections_no_other_worker_takes(pool):
+    """Every thread busy: new connections are left to a worker that takes
+    them; with none taking (all busy), one left in the listen backlog waited
+    until a worker's live requests fell below its threads, half a second
+    behind kept connections sending requests back to back."""
+    loop, other, _ = pool
+    loop.server.busy = True
+    other.publish(5, 5)
+    assert not loop._may_accept(time.monotonic())  # the other takes them
+    other.publish(5, -1)
+    assert loop._may_accept(time.monotonic())  # nobody does
+    loop._stop_accepting()
+    loop._resume_accepting(time.monotonic())
+    assert loop.accepting
+    taken = []
+    loop._take_connections(lambda: taken.append(True) and False)
+    assert taken == [True]
+
+
+def test_where_nothing_is_shared_out_a_busy_worker_leaves_connections_in_the_backlog(pool):
+    """nginx without kept connections: each carries one request, and the
+    first worker with a free thread takes the next (as php-fpm's children do)."""
+    loop, _, _ = pool
+    loop.share = ConnectionShare(Scoreboard(2), 0)  # a pool that saw only FCGI_KEEP_CONN clear
+    loop.share.note_keep_conn(False)
+    loop.server.busy = True
+    assert not loop._may_accept(time.monotonic())
