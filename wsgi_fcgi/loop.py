@@ -359,12 +359,19 @@ class EventLoop:
         """Room for one more connection: under --max-connections, not right
         after running out of file descriptors, and (in a pool of workers) a
         thread free: a busy worker leaves new connections to the others, as
-        php-fpm's children do, while another takes them."""
-        return (len(self.channels) < self.max_connections and now >= self._accept_again_at
-                and not (self.server.all_threads_busy() and self._another_takes_them()))
+        php-fpm's children do, unless it is needed."""
+        if len(self.channels) >= self.max_connections or now < self._accept_again_at:
+            return False
+        return not self.server.all_threads_busy() or self._needed_though_busy()
 
-    def _another_takes_them(self) -> bool:
-        return self.share is None or self.share.another_takes_them()
+    def _needed_though_busy(self) -> bool:
+        """No other worker takes new connections (ConnectionShare.another_takes_them),
+        and this one holds fewer than --max-queue: past that they wait in the
+        listen backlog for the first worker with a thread free, as before,
+        rather than bring more requests than the queue holds (a web server
+        sends one request at a time on a connection), each over answered 503."""
+        return (self.share is not None and not self.share.another_takes_them()
+                and len(self.channels) < self.server.max_queue)
 
     def _resume_accepting(self, now: float) -> None:
         """Accept again once the reason to pause is gone (checked every loop round)."""

@@ -15,10 +15,15 @@ from wsgi_fcgi.scoreboard import ConnectionShare, Scoreboard
 
 class Server:
     settings = {"max_connections": 100}
-    busy = False
+    threads = 8
+    max_queue = 10
+    live = 0
+
+    def live_requests(self) -> int:
+        return self.live
 
     def all_threads_busy(self) -> bool:
-        return self.busy
+        return self.live >= self.threads
 
 
 @pytest.fixture
@@ -102,7 +107,7 @@ def test_a_busy_worker_takes_connections_no_other_worker_takes(pool):
     until a worker's live requests fell below its threads, half a second
     behind kept connections sending requests back to back."""
     loop, other, _ = pool
-    loop.server.busy = True
+    loop.server.live = 8
     other.publish(5, 5)
     assert not loop._may_accept(time.monotonic())  # the other takes them
     other.publish(5, -1)
@@ -113,6 +118,8 @@ def test_a_busy_worker_takes_connections_no_other_worker_takes(pool):
     taken = []
     loop._take_connections(lambda: taken.append(True) and False)
     assert taken == [True]
+    loop.channels.update({fd: None for fd in range(3, 10)})  # 10: as many as --max-queue
+    assert not loop._may_accept(time.monotonic())  # past that, the listen backlog as before
 
 
 def test_where_nothing_is_shared_out_a_busy_worker_leaves_connections_in_the_backlog(pool):
@@ -121,5 +128,5 @@ def test_where_nothing_is_shared_out_a_busy_worker_leaves_connections_in_the_bac
     loop, _, _ = pool
     loop.share = ConnectionShare(Scoreboard(2), 0)  # a pool that saw only FCGI_KEEP_CONN clear
     loop.share.note_keep_conn(False)
-    loop.server.busy = True
+    loop.server.live = 8
     assert not loop._may_accept(time.monotonic())
