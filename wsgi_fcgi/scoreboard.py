@@ -377,15 +377,17 @@ class ConnectionShare:
         requests back to back kept both of 2 workers above it for half a
         second while 10 of nginx's 32 new connections waited (a Flask page,
         `wrk -c32`).  Accepted, its requests queue for the next free thread."""
-        if not self._sharing():
-            return True
-        return self.scoreboard.fewest_connections_elsewhere(self.index) >= 0
+        fewest = self._fewest_elsewhere()
+        return fewest is None or fewest >= 0
 
     def my_turn(self, connections: int) -> bool:
         """No other worker taking new connections holds fewer than `connections` - SLACK."""
         if connections <= self.SLACK:
             return True  # nobody holds fewer than none: the scoreboard need not be read
-        if not self._sharing():
-            return True
-        fewest = self.scoreboard.fewest_connections_elsewhere(self.index)
-        return fewest < 0 or connections <= fewest + self.SLACK
+        fewest = self._fewest_elsewhere()
+        return fewest is None or fewest < 0 or connections <= fewest + self.SLACK
+
+    def _fewest_elsewhere(self) -> int | None:
+        """Scoreboard.fewest_connections_elsewhere (-1: no other worker takes
+        new connections); None where the pool shares none out."""
+        return self.scoreboard.fewest_connections_elsewhere(self.index) if self._sharing() else None
