@@ -28,6 +28,7 @@ from wsgi_fcgi import protocol as p  # noqa: E402
 from wsgi_fcgi.connection import (  # noqa: E402
     FilterDataReceived,
     Ignored,
+    PacingStarted,
     ParamsTooLarge,
     Reply,
     RequestAborted,
@@ -103,6 +104,9 @@ def check_event(conn: ServerConnection, event) -> None:
         assert 0 < event.request_id <= 0xFFFF
         if kind is ParamsTooLarge:
             conn.finish_request(event.request_id)
+    elif kind is PacingStarted:  # a flood of tiny records (ServerConnection._pace)
+        assert event.records > 64 and event.records * 64 >= event.size, event
+        assert conn.paced
     else:
         assert kind is Ignored, event
 
